@@ -1,0 +1,59 @@
+"""Argument validation shared by the package: every message names the argument, the
+value received and what is allowed (DESIGN.md, "Errors")."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+
+def check_open_interval(name: str, value, low: float, high: float) -> float:
+    """``low < value < high`` or ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in ({low}, {high}), got {value!r}")
+    if not (low < float(value) < high):
+        raise ValueError(f"{name} must lie in the open interval ({low}, {high}), got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value > 0`` (a real number) or an error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive real number, got {value!r}")
+    if not float(value) > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value) -> int:
+    """A Python/NumPy integer ``>= 1`` or an error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value!r}")
+    return int(value)
+
+
+def check_nonnegative_int(name: str, value) -> int:
+    """A Python/NumPy integer ``>= 0`` or an error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
+    if int(value) < 0:
+        raise ValueError(f"{name} must be a non-negative integer (>= 0), got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value, allowed: Iterable) -> object:
+    """``value in allowed`` or ``ValueError`` listing the allowed values."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
+    return value
+
+
+def check_shape(name: str, shape, expected, what: str = "") -> None:
+    """Trailing (non-batch) shape equality, with a message naming both shapes."""
+    shape, expected = tuple(shape), tuple(expected)
+    if shape != expected:
+        extra = f" ({what})" if what else ""
+        raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, expected))}){extra}; got trailing shape {shape}")

@@ -1,0 +1,15 @@
+"""Non-trainable NNX variable kinds used across layers.
+
+Optimisers see only ``nnx.Param``; these are state that the model carries and
+updates outside gradient descent.
+"""
+
+from flax import nnx
+
+
+class PowerIterState(nnx.Variable):
+    """Warm-started power-iteration vectors (u, v) of a Lipschitz-constrained layer."""
+
+
+class InitFlag(nnx.Variable):
+    """Whether a data-dependent initialisation (e.g. ActNorm) has run."""

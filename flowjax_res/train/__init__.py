@@ -1,0 +1,1 @@
+"""train sub-package."""
