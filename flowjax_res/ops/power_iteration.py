@@ -1,0 +1,325 @@
+"""Power iteration for spectral norms of dense kernels and convolution operators.
+
+i-ResNet (Behrmann et al., 2019, Sec. 3 and Algorithm 1) makes a residual branch
+``g`` contractive by rescaling every weight ``W`` to ``c * W / max(sigma_hat, c)``,
+i.e. ``W * min(1, c / sigma_hat)`` (their Eq. 3 uses the same form), where
+``sigma_hat`` estimates the spectral norm ``||W||_2`` by power iteration with
+vectors warm-started from the previous step, as in spectral normalisation (Miyato
+et al., 2018). Residual Flows (Chen et al., 2019) uses the same estimator.
+
+One power-iteration step for a linear operator ``A`` (mapping the ``v`` space to
+the ``u`` space) is::
+
+    v <- A^T u / ||A^T u||,    u <- A v / ||A v||,    sigma_hat = u^T A v.
+
+``sigma_hat`` is computed with ``u`` and ``v`` stop-gradiented, so it is a
+differentiable function of the weights (spectral normalisation's gradient) and a
+lower bound on the true spectral norm.
+
+For a convolution the operator is the convolution *acting on an image* of a fixed
+size with its padding and strides -- not the flattened kernel. Its transpose is
+obtained from JAX (``jax.linear_transpose``), never written by hand.
+
+Two stopping modes: a fixed number of iterations (``n_iters``, a ``fori_loop``;
+``n_iters=0`` only evaluates ``sigma_hat`` with the given vectors) or a tolerance
+(``atol`` and/or ``rtol`` on the change of ``sigma_hat`` between iterations, a
+``while_loop`` bounded by ``max_iters``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from flowjax_res._checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
+
+_EPS = 1e-12
+
+Padding = str | Sequence[tuple[int, int]]
+
+
+def random_unit_vector(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    """A standard-normal draw of ``shape`` rescaled to unit Euclidean norm (over all axes)."""
+    x = jax.random.normal(key, tuple(shape), dtype)
+    return x / jnp.maximum(jnp.linalg.norm(x.ravel()), _EPS)
+
+
+def init_power_vectors(
+    key: jax.Array, u_shape: Sequence[int], v_shape: Sequence[int], dtype=jnp.float32
+) -> tuple[jax.Array, jax.Array]:
+    """Random unit starting vectors ``(u, v)`` for :func:`power_iteration`.
+
+    ``u`` lives in the operator's output space, ``v`` in its input space.
+    """
+    ku, kv = jax.random.split(key)
+    return random_unit_vector(ku, u_shape, dtype), random_unit_vector(kv, v_shape, dtype)
+
+
+def _normalise(x: jax.Array, fallback: jax.Array) -> jax.Array:
+    """``x / ||x||``; keeps ``fallback`` where ``x`` is (numerically) zero so that a zero
+    operator does not turn the warm-start vectors into zeros forever."""
+    norm = jnp.linalg.norm(x.ravel())
+    return jnp.where(norm > _EPS, x / jnp.maximum(norm, _EPS), fallback)
+
+
+def _check_mode(n_iters, atol, rtol, max_iters) -> tuple[int | None, float | None, float | None, int]:
+    tolerance = atol is not None or rtol is not None
+    if tolerance and n_iters is not None:
+        raise ValueError(
+            f"give either n_iters (fixed count) or atol/rtol (tolerance mode), not both; "
+            f"got n_iters={n_iters!r}, atol={atol!r}, rtol={rtol!r}"
+        )
+    if atol is not None:
+        atol = check_positive("atol", atol)
+    if rtol is not None:
+        rtol = check_positive("rtol", rtol)
+    max_iters = check_positive_int("max_iters", max_iters)
+    if not tolerance:
+        n_iters = 1 if n_iters is None else check_nonnegative_int("n_iters", n_iters)
+    return n_iters, atol, rtol, max_iters
+
+
+def power_iteration(
+    operator: Callable[[jax.Array, jax.Array], jax.Array],
+    params: jax.Array,
+    u: jax.Array,
+    v: jax.Array,
+    *,
+    n_iters: int | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    max_iters: int = 100,
+) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+    """Estimate the largest singular value of the linear map ``v -> operator(params, v)``.
+
+    Behrmann et al. (2019), Algorithm 1 / Sec. 3 (power iteration, warm-started).
+
+    Args:
+      operator: ``operator(params, v)``, linear in ``v``; ``v`` has the shape of ``v``
+        and the result the shape of ``u``.
+      params: the weights (e.g. a kernel); gradients of ``sigma`` flow to them.
+      u, v: warm-start vectors (any shapes matching the operator; unit norm is not
+        required).
+      n_iters: fixed number of iterations (``fori_loop``); ``0`` only evaluates
+        ``sigma_hat = u^T A v``. Default 1 when no tolerance is given.
+      atol, rtol: tolerance mode: iterate (``while_loop``) until
+        ``|sigma_k - sigma_{k-1}| <= atol + rtol * sigma_k`` or ``max_iters``.
+      max_iters: bound on the iterations in tolerance mode.
+
+    Returns:
+      ``(sigma, u, v, info)``: ``sigma`` is ``u^T A v`` with ``u, v`` stop-gradiented
+      (differentiable in ``params``); ``u, v`` the updated (unit) vectors;
+      ``info`` holds ``n_iters`` (iterations run), ``delta`` (last change of
+      ``sigma_hat``, ``nan`` if no iteration ran), ``finite`` (all outputs finite)
+      and, in tolerance mode, ``converged``.
+    """
+    n_iters, atol, rtol, max_iters = _check_mode(n_iters, atol, rtol, max_iters)
+    w = lax.stop_gradient(params)
+    u = lax.stop_gradient(u)
+    v = lax.stop_gradient(v)
+
+    def matvec(x):
+        return operator(w, x)
+
+    # The transpose of the operator comes from JAX (a linear map's exact adjoint).
+    rmatvec_t = jax.linear_transpose(matvec, jax.ShapeDtypeStruct(v.shape, v.dtype))
+
+    def rmatvec(y):
+        return rmatvec_t(y)[0]
+
+    def step(u, v):
+        v = _normalise(rmatvec(u), v)
+        av = matvec(v)
+        u = _normalise(av, u)
+        return u, v, jnp.vdot(u, av).real
+
+    sigma0 = jnp.vdot(u, matvec(v)).real
+    nan = jnp.full((), jnp.nan, sigma0.dtype)
+    info: dict[str, jax.Array]
+
+    if n_iters is not None:
+        if n_iters == 0:
+            info = {"n_iters": jnp.asarray(0, jnp.int32), "delta": nan}
+        else:
+
+            def body(_, carry):
+                u, v, s, _ = carry
+                u, v, s_new = step(u, v)
+                return u, v, s_new, jnp.abs(s_new - s)
+
+            u, v, _, delta = lax.fori_loop(0, n_iters, body, (u, v, sigma0, nan))
+            info = {"n_iters": jnp.asarray(n_iters, jnp.int32), "delta": delta}
+    else:
+        a = 0.0 if atol is None else atol
+        r = 0.0 if rtol is None else rtol
+
+        def not_done(carry):
+            i, _, _, s, delta = carry
+            return (i < max_iters) & ~(delta <= a + r * jnp.abs(s))
+
+        def wbody(carry):
+            i, u, v, s, _ = carry
+            u, v, s_new = step(u, v)
+            return i + 1, u, v, s_new, jnp.abs(s_new - s)
+
+        inf = jnp.full((), jnp.inf, sigma0.dtype)
+        i, u, v, s, delta = lax.while_loop(not_done, wbody, (jnp.asarray(0, jnp.int32), u, v, sigma0, inf))
+        info = {"n_iters": i, "delta": delta, "converged": delta <= a + r * jnp.abs(s)}
+
+    u = lax.stop_gradient(u)
+    v = lax.stop_gradient(v)
+    sigma = jnp.vdot(u, operator(params, v)).real
+    info["finite"] = jnp.isfinite(sigma) & jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(v))
+    return sigma, u, v, info
+
+
+def _dense_operator(kernel: jax.Array, v: jax.Array) -> jax.Array:
+    return v @ kernel
+
+
+def dense_spectral_norm(
+    kernel: jax.Array,
+    u: jax.Array,
+    v: jax.Array,
+    *,
+    n_iters: int | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    max_iters: int = 100,
+    return_info: bool = False,
+):
+    """Power-iteration estimate of ``||W||_2`` for a dense kernel ``W`` of shape ``(in, out)``.
+
+    Flax convention ``y = x @ W``: ``v`` has shape ``(in,)``, ``u`` shape ``(out,)``.
+    Behrmann et al. (2019), Algorithm 1. See :func:`power_iteration` for the modes.
+
+    Returns ``(sigma, u, v)``, or ``(sigma, u, v, info)`` with ``return_info=True``.
+    """
+    if kernel.ndim != 2:
+        raise ValueError(f"kernel must be a 2-D (in, out) array; got shape {kernel.shape}")
+    if u.shape != (kernel.shape[1],) or v.shape != (kernel.shape[0],):
+        raise ValueError(
+            f"u must have shape {(kernel.shape[1],)} and v shape {(kernel.shape[0],)} for a kernel of "
+            f"shape {kernel.shape}; got u {u.shape}, v {v.shape}"
+        )
+    sigma, u, v, info = power_iteration(
+        _dense_operator, kernel, u, v, n_iters=n_iters, atol=atol, rtol=rtol, max_iters=max_iters
+    )
+    return (sigma, u, v, info) if return_info else (sigma, u, v)
+
+
+def _check_padding(padding: Padding) -> Padding:
+    if isinstance(padding, str):
+        return check_choice("padding", padding, ("SAME", "VALID"))
+    try:
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        pads = None
+    if pads is None or len(pads) != 2 or any(p < 0 for pair in pads for p in pair):
+        raise ValueError(
+            f"padding must be 'SAME', 'VALID' or two non-negative (low, high) pairs; got {padding!r}"
+        )
+    return pads
+
+
+def _check_strides(strides) -> tuple[int, int]:
+    try:
+        strides = tuple(strides)
+    except TypeError:
+        raise TypeError(f"strides must be a pair of positive integers, got {strides!r}") from None
+    if len(strides) != 2:
+        raise ValueError(f"strides must be a pair of positive integers, got {strides!r}")
+    return tuple(check_positive_int("strides", s) for s in strides)  # type: ignore[return-value]
+
+
+def conv_apply(
+    kernel: jax.Array, x: jax.Array, *, padding: Padding = "SAME", strides: Sequence[int] = (1, 1)
+) -> jax.Array:
+    """2-D convolution, NHWC input and HWIO kernel; an unbatched ``(H, W, C)`` input is
+    accepted and returns an unbatched output."""
+    unbatched = x.ndim == 3
+    xb = x[None] if unbatched else x
+    y = lax.conv_general_dilated(
+        xb,
+        kernel,
+        window_strides=tuple(strides),
+        padding=padding if isinstance(padding, str) else tuple(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return y[0] if unbatched else y
+
+
+def conv_output_shape(
+    input_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    *,
+    padding: Padding = "SAME",
+    strides: Sequence[int] = (1, 1),
+) -> tuple[int, int, int]:
+    """Shape ``(H', W', C_out)`` of one output image for one ``(H, W, C_in)`` input image."""
+    out = jax.eval_shape(
+        lambda k, x: conv_apply(k, x, padding=padding, strides=strides),
+        jax.ShapeDtypeStruct(tuple(kernel_shape), jnp.float32),
+        jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
+    )
+    return tuple(out.shape)  # type: ignore[return-value]
+
+
+def conv_spectral_norm(
+    kernel: jax.Array,
+    u: jax.Array,
+    v: jax.Array,
+    *,
+    padding: Padding = "SAME",
+    strides: Sequence[int] = (1, 1),
+    n_iters: int | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    max_iters: int = 100,
+    return_info: bool = False,
+):
+    """Power-iteration estimate of the spectral norm of the convolution *operator*.
+
+    The operator is ``x -> conv(x, kernel)`` on one image ``x`` of shape ``v.shape =
+    (H, W, C_in)`` with the given padding and strides (NHWC / HWIO); ``u`` has the
+    output shape ``(H', W', C_out)``. Its adjoint is ``jax.linear_transpose`` of the
+    convolution. This is the quantity that bounds the layer's Lipschitz constant
+    (Behrmann et al., 2019, Sec. 3; Residual Flows, Chen et al., 2019, App.), and it
+    differs from the norm of the flattened ``(k*k*C_in, C_out)`` kernel.
+
+    Returns ``(sigma, u, v)``, or ``(sigma, u, v, info)`` with ``return_info=True``.
+    """
+    if kernel.ndim != 4:
+        raise ValueError(f"kernel must be a 4-D HWIO array; got shape {kernel.shape}")
+    padding = _check_padding(padding)
+    strides = _check_strides(strides)
+    if v.ndim != 3 or v.shape[-1] != kernel.shape[2]:
+        raise ValueError(
+            f"v must be one input image of shape (H, W, {kernel.shape[2]}) for a kernel of shape "
+            f"{kernel.shape}; got v shape {v.shape}"
+        )
+    expected_u = conv_output_shape(v.shape, kernel.shape, padding=padding, strides=strides)
+    if u.shape != expected_u:
+        raise ValueError(f"u must have the output shape {expected_u} for v of shape {v.shape}; got u shape {u.shape}")
+
+    def operator(k, x):
+        return conv_apply(k, x, padding=padding, strides=strides)
+
+    sigma, u, v, info = power_iteration(
+        operator, kernel, u, v, n_iters=n_iters, atol=atol, rtol=rtol, max_iters=max_iters
+    )
+    return (sigma, u, v, info) if return_info else (sigma, u, v)
+
+
+def lipschitz_scale(kernel: jax.Array, sigma: jax.Array, coeff: float) -> jax.Array:
+    """``c * W / max(sigma_hat, c)`` = ``W * min(1, c / sigma_hat)``.
+
+    Behrmann et al. (2019), Sec. 3 (spectral normalisation with coefficient ``c``):
+    a layer whose operator norm is ``sigma_hat`` gets norm ``min(sigma_hat, c) <= c``.
+    Gradients flow through ``sigma`` when it is differentiable in ``kernel``.
+    """
+    coeff = jnp.asarray(coeff, kernel.dtype)
+    return kernel * (coeff / jnp.maximum(sigma, coeff))
