@@ -1,0 +1,189 @@
+"""The training configuration: one frozen dataclass, validated where it is built, and
+written to ``config.json`` in the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from flowjax_res._checks import (
+    check_choice,
+    check_nonnegative_int,
+    check_open_interval,
+    check_positive,
+    check_positive_int,
+)
+
+OPTIMIZERS = ("adam", "adamax")
+MODELS = ("resflow", "iresnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run.
+
+    Randomness and data order depend only on ``(seed, step)``, so a run resumed from a
+    checkpoint repeats the uninterrupted run exactly.
+
+    Attributes:
+      dataset: a toy 2-D density name (e.g. ``"8gaussians"``) or ``"digits"``.
+      model: ``"resflow"`` (Residual Flow, Chen et al. 2019) or ``"iresnet"``
+        (Behrmann et al. 2019).
+      preset: model size preset passed to the builder (``"tiny"``, ``"small"``, ``"paper"``).
+      steps: total number of optimiser steps.
+      batch_size: examples per step.
+      lr: peak learning rate, reached after ``warmup`` steps of linear warm-up.
+      warmup: number of linear warm-up steps (0 = none).
+      grad_clip: clip gradients to this global norm (0 = no clipping).
+      weight_decay: decoupled (AdamW-style) weight decay on parameters (0 = none).
+      optimizer: ``"adam"`` (beta2 = 0.99 as in Residual Flows) or ``"adamax"``.
+      beta1, beta2, eps: optimiser moments and epsilon.
+      ema_decay: decay of the exponential moving average of the weights used for
+        evaluation and sampling (bias-corrected); 0 disables the EMA (raw weights).
+      seed: the one seed of the run (initialisation, batches, estimator keys).
+      log_every: write a training line to ``metrics.jsonl`` every this many steps.
+      eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end).
+      keep_ckpts: how many recent checkpoints to keep.
+      eval_batch_size: batch size for evaluation.
+      n_test: number of test points for toy data (image data use their test split).
+      eval_lipschitz_iters: power iterations run on a copy of the model before evaluation.
+      train_lipschitz_iters: power iterations after every optimiser step.
+      estimator, n_exact_terms, n_terms, coeff, n_probes: model overrides passed to the
+        builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
+      out: parent directory of run directories.
+    """
+
+    dataset: str = "8gaussians"
+    model: str = "resflow"
+    preset: str = "small"
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup: int = 100
+    grad_clip: float = 10.0
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 500
+    ckpt_every: int = 500
+    keep_ckpts: int = 3
+    eval_batch_size: int = 1000
+    n_test: int = 5000
+    eval_lipschitz_iters: int = 20
+    train_lipschitz_iters: int = 1
+    estimator: str | None = None
+    n_exact_terms: int | None = None
+    n_terms: int | None = None
+    coeff: float | None = None
+    n_probes: int | None = None
+    out: str = "runs"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset must be a non-empty string, got {self.dataset!r}")
+        check_choice("model", self.model, MODELS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_nonnegative_int("steps", self.steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+        check_nonnegative_int("warmup", self.warmup)
+        _check_nonnegative("grad_clip", self.grad_clip)
+        _check_nonnegative("weight_decay", self.weight_decay)
+        _check_unit("beta1", self.beta1, allow_zero=True)
+        _check_unit("beta2", self.beta2, allow_zero=False)
+        check_positive("eps", self.eps)
+        _check_unit("ema_decay", self.ema_decay, allow_zero=True)
+        check_nonnegative_int("seed", self.seed)
+        for name in ("log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
+            check_positive_int(name, getattr(self, name))
+        check_nonnegative_int("eval_lipschitz_iters", self.eval_lipschitz_iters)
+        check_nonnegative_int("train_lipschitz_iters", self.train_lipschitz_iters)
+        if self.estimator is not None:
+            check_choice("estimator", self.estimator, ("roulette", "series", "exact"))
+        if self.n_exact_terms is not None:
+            check_nonnegative_int("n_exact_terms", self.n_exact_terms)
+        if self.n_terms is not None:
+            check_positive_int("n_terms", self.n_terms)
+        if self.n_probes is not None:
+            check_positive_int("n_probes", self.n_probes)
+        if self.coeff is not None:
+            check_open_interval("coeff", self.coeff, 0.0, 1.0)
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The estimator / Lipschitz settings that were set, as builder keyword arguments."""
+        names = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. a loaded ``config.json``); unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config has unknown field(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+def _check_nonnegative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_unit(name: str, value, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
+    ok = (0 <= value < 1) if allow_zero else (0 < value < 1)
+    if not ok:
+        raise ValueError(f"{name} must lie in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
+    return float(value)
+
+
+CONFIG_FILE = "config.json"
+
+
+def save_config(cfg: TrainConfig, run_dir: str) -> str:
+    """Write ``config.json`` in ``run_dir`` atomically (temp file + rename); returns its path."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(run_dir: str) -> TrainConfig:
+    """Read ``config.json`` from a run directory, with a clear error if missing or bad."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"run directory {run_dir!r} does not exist")
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} not found: {run_dir!r} is not a flowjax-res run directory")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path!r} is not valid JSON ({e})") from None
+    return TrainConfig.from_dict(d)

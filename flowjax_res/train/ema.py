@@ -1,0 +1,42 @@
+"""Exponential moving average of the weights, bias-corrected as Adam's moments
+(Kingma & Ba 2015, Alg. 1): ``m_t = d m_{t-1} + (1 - d) p_t``, ``m_0 = 0``, and the
+average used is ``m_t / (1 - d^t)``, so early averages are not pulled towards zero."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class EmaState(NamedTuple):
+    """Running (biased) average ``mean`` and the number of updates ``count``."""
+
+    mean: Any
+    count: jax.Array
+
+
+def ema_init(params: Any) -> EmaState:
+    """Zero average, zero updates."""
+    return EmaState(jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
+
+
+def ema_update(ema: EmaState, params: Any, decay: float) -> EmaState:
+    """One step of ``m <- d m + (1 - d) p``."""
+    mean = jax.tree.map(lambda m, p: decay * m + (1.0 - decay) * p, ema.mean, params)
+    return EmaState(mean, ema.count + 1)
+
+
+def ema_params(ema: EmaState, decay: float, fallback: Any) -> Any:
+    """The bias-corrected average ``m_t / (1 - d^t)``; ``fallback`` (e.g. the current
+    weights) when no update has been averaged yet or when ``decay == 0``."""
+    if decay == 0:
+        return fallback
+    correction = 1.0 - jnp.power(jnp.float32(decay), ema.count.astype(jnp.float32))
+    safe = jnp.where(ema.count > 0, correction, 1.0)
+
+    def value(m, f):
+        return jnp.where(ema.count > 0, m / safe.astype(m.dtype), f)
+
+    return jax.tree.map(value, ema.mean, fallback)

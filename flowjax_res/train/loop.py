@@ -1,0 +1,224 @@
+"""The training loop: build or resume a run, step, log, evaluate, checkpoint, and write
+the final figures and samples.
+
+Everything random is derived from ``(seed, step)``; a run resumed from its latest
+checkpoint writes the same ``metrics.jsonl`` lines (timing keys aside) and ends with
+the same parameters, bit for bit on a CPU, as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flowjax_res.train import batches as _b
+from flowjax_res.train.checkpoint import Checkpointer
+from flowjax_res.train.config import TrainConfig, save_config
+from flowjax_res.train.ema import ema_params
+from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
+from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
+from flowjax_res.train.optim import make_optimizer
+from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
+from flowjax_res.train.state import TrainState, create_train_state, merge_model
+from flowjax_res.train.step import bpd_objective, make_train_step, nll_objective
+
+
+def eval_weights(state: TrainState, cfg: TrainConfig) -> Any:
+    """The weights used for evaluation and sampling: the bias-corrected EMA."""
+    return ema_params(state.ema, cfg.ema_decay, state.params)
+
+
+def build_state(cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None, *, init: bool = True):
+    """Model, optimiser and a fresh train state; ``init`` runs the data-dependent
+    initialisation (e.g. ActNorm) on the step-0 batch first.
+
+    Returns ``(graphdef, state, tx, schedule)``.
+    """
+    model = (model_fn or make_model)(cfg, data, model_rngs(cfg))
+    if init:
+        _data_dependent_init(model, data.batches.batch(0), _b.run_key(cfg.seed, _b._INIT_STREAM))
+    tx, schedule = make_optimizer(cfg)
+    graphdef, state = create_train_state(model, tx)
+    return graphdef, state, tx, schedule
+
+
+def _data_dependent_init(model: nnx.Module, batch: Any, key: jax.Array) -> None:
+    """One forward pass so that layers with a data-dependent initialisation (ActNorm)
+    set themselves from the first batch, outside any gradient."""
+
+    @nnx.jit
+    def init(model, x, key):
+        model.log_prob(x, key=key)
+
+    init(model, jnp.asarray(batch), key)
+
+
+def restore_state(run_dir: str, cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None,
+                  step: int | None = None):
+    """Rebuild a run's model and restore its checkpoint at ``step`` (default: latest).
+
+    Returns ``(graphdef, state, tx, schedule, meta)``.
+    """
+    graphdef, template, tx, schedule = build_state(cfg, data, model_fn, init=False)
+    ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts, create=False)
+    try:
+        state, meta = ckpt.restore(template, step)
+    finally:
+        ckpt.close()
+    return graphdef, state, tx, schedule, meta
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str,
+    *,
+    resume: bool = False,
+    model_fn: ModelFn | None = None,
+    data: Data | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    outputs: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg.steps`` steps in ``run_dir`` (or continue from its latest checkpoint
+    with ``resume=True``).
+
+    Writes ``config.json``, ``metrics.jsonl`` (a ``"split": "train"`` line every
+    ``log_every`` steps; a ``"split": "test"`` line every ``eval_every`` steps and at the
+    end), checkpoints every ``ckpt_every`` steps and at the end, and, when finished and
+    ``outputs``, the figures and samples (:func:`write_outputs`). ``stop_after`` stops
+    after that many steps with no final evaluation or checkpoint, as a killed run would
+    (for tests). Returns a summary: ``step``, ``skipped`` and the last evaluation.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    data = data or make_data(cfg)
+    if resume:
+        graphdef, state, tx, schedule, _ = restore_state(run_dir, cfg, data, model_fn)
+        truncate_metrics(run_dir, int(state.step))
+        save_config(cfg, run_dir)  # steps may have been extended
+    else:
+        save_config(cfg, run_dir)
+        graphdef, state, tx, schedule = build_state(cfg, data, model_fn)
+    objective = nll_objective if data.metric == "nll" else bpd_objective
+    step_fn = make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=cfg.ema_decay,
+                              lipschitz_iters=cfg.train_lipschitz_iters)
+    ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts)
+    writer = MetricsWriter(run_dir)
+    start = int(state.step)
+    bar = _progress(start, cfg.steps, progress)
+    last_eval: dict[str, Any] = {}
+    try:
+        t0, n0 = time.perf_counter(), start
+        for s in range(start, cfg.steps):
+            state, m = step_fn(state, jnp.asarray(data.batches.batch(s)), _b.step_key(cfg.seed, s))
+            done = s + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                m = jax.device_get(m)
+                rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
+                line = {"step": done, "split": "train", "loss": float(m["loss"]), data.metric: _train_metric(m, data),
+                        "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
+                        "steps_per_s": round(rate, 3)}
+                writer.write(line)
+                bar.set_postfix({"loss": f"{line['loss']:.4g}", data.metric: f"{line[data.metric]:.4g}",
+                                 "steps/s": f"{rate:.3g}", "skipped": line["skipped"]}, refresh=False)
+                bar.update(done - bar.n)
+                t0, n0 = time.perf_counter(), done
+            paused = time.perf_counter()
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                last_eval = run_evaluation(cfg, graphdef, state, data)
+                writer.write({"step": done, "split": "test", **last_eval})
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()})
+            t0 += time.perf_counter() - paused  # steps/s counts training only
+            if stop_after is not None and done >= stop_after:
+                return {"step": done, "skipped": int(state.skipped), **last_eval}
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
+    if outputs and int(state.step) == cfg.steps:
+        write_outputs(run_dir, cfg, graphdef, state, data)
+    return {"step": int(state.step), "skipped": int(state.skipped), **last_eval}
+
+
+def _train_metric(m: dict[str, Any], data: Data) -> float:
+    return float(m["loss"])  # the training objective is the metric itself (nats or bits/dim)
+
+
+def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data) -> dict[str, Any]:
+    """Evaluate the EMA weights on the test set (key from the run's eval stream)."""
+    key = jax.random.fold_in(_b.run_key(cfg.seed, _b._EVAL_STREAM), int(state.step))
+    return evaluate(graphdef, eval_weights(state, cfg), state.rest, data.test, key, kind=data.metric,
+                    batch_size=cfg.eval_batch_size, lipschitz_iters=cfg.eval_lipschitz_iters)
+
+
+def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n: int, key: jax.Array) -> np.ndarray:
+    """``n`` samples of the EMA model (after ``eval_lipschitz_iters`` power iterations)."""
+    params = eval_weights(state, cfg)
+    rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+
+    @jax.jit
+    def sample(params, rest, key):
+        from flowjax_res.train.evaluate import set_eval_mode
+
+        model = merge_model(graphdef, params, rest)
+        set_eval_mode(model)
+        return model.sample(key, n)
+
+    return np.asarray(sample(params, rest, key))
+
+
+def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
+                  n_samples: int | None = None) -> list[str]:
+    """Samples (``samples.npy``) and figures: for 2-D data the learned density beside the
+    data and the samples (``density.png``); for images a grid (``samples.png``)."""
+    from flowjax_res.train import plots
+
+    key = jax.random.fold_in(_b.run_key(cfg.seed, _b._SAMPLE_STREAM), int(state.step))
+    written = []
+    if data.kind == "toy":
+        n = n_samples or 5000
+        samples = draw_samples(cfg, graphdef, state, n, key)
+        np.save(os.path.join(run_dir, "samples.npy"), samples)
+        lim = float(np.ceil(np.percentile(np.abs(data.test), 99.5))) + 0.5
+        xx, yy, grid = plots.density_grid(lim)
+        params = eval_weights(state, cfg)
+        rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+        logp = -per_example(graphdef, params, rest, grid, key, kind="nll", batch_size=cfg.eval_batch_size)
+        written.append(plots.plot_density_2d(os.path.join(run_dir, "density.png"), data.test, logp, xx, yy,
+                                             samples=samples, title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))
+        written.append(plots.plot_scatter_2d(os.path.join(run_dir, "samples.png"), samples))
+    else:
+        n = n_samples or 64
+        samples = draw_samples(cfg, graphdef, state, n, key)
+        np.save(os.path.join(run_dir, "samples.npy"), samples)
+        written.append(plots.plot_image_grid(os.path.join(run_dir, "samples.png"), samples, data.n_levels,
+                                             title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))
+    return written
+
+
+class _NoBar:
+    n = 0
+
+    def set_postfix(self, *a, **k):
+        pass
+
+    def update(self, k):
+        self.n += k
+
+    def close(self):
+        pass
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, file=sys.stderr, dynamic_ncols=True, desc="train")

@@ -1,0 +1,91 @@
+"""What a run is made of besides its config: its data, its model, its directory.
+
+``make_data`` and ``make_model`` connect the loop to :mod:`flowjax_res.data` and
+:mod:`flowjax_res.flows`; tests pass their own ``Data`` and model functions instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from flowjax_res.train.batches import ArrayBatches, SampledBatches, run_key
+from flowjax_res.train.config import TrainConfig
+
+_MODEL_INIT_STREAM = 5  # key stream of the parameter initialisation (see batches.py)
+
+
+@dataclasses.dataclass
+class Data:
+    """A run's data: ``kind`` is ``"toy"`` (metric: NLL in nats) or ``"image"`` (bits/dim)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    batches: Any  # .batch(step) -> array
+    test: np.ndarray
+    info: Any = None
+    n_levels: int | None = None
+
+    @property
+    def metric(self) -> str:
+        return "nll" if self.kind == "toy" else "bpd"
+
+
+def make_data(cfg: TrainConfig) -> Data:
+    """Toy densities: fresh batches per step and a fixed test set of ``n_test`` points;
+    images: the fixed train/test split of the embedded set."""
+    from flowjax_res.data.registry import dataset_info, load_dataset
+    from flowjax_res.data.toy import sample_toy
+
+    info = dataset_info(cfg.dataset)
+    if info.kind == "toy":
+        batches = SampledBatches(lambda k, n: sample_toy(cfg.dataset, k, n), cfg.seed, cfg.batch_size)
+        test = load_dataset(cfg.dataset, "test", n=cfg.n_test)
+        return Data("toy", tuple(info.shape), batches, np.asarray(test, np.float32), info)
+    train = load_dataset(cfg.dataset, "train")
+    test = load_dataset(cfg.dataset, "test")
+    batches = ArrayBatches(train, cfg.seed, cfg.batch_size)
+    return Data("image", tuple(info.shape), batches, np.asarray(test), info, info.n_levels)
+
+
+ModelFn = Callable[[TrainConfig, Data, nnx.Rngs], nnx.Module]
+
+
+def make_model(cfg: TrainConfig, data: Data, rngs: nnx.Rngs) -> nnx.Module:
+    """``flows.build_model(cfg.model, data.info, cfg.preset, rngs, **overrides)``."""
+    from flowjax_res.flows.builders import build_model
+
+    return build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+
+
+def model_rngs(cfg: TrainConfig) -> nnx.Rngs:
+    """The initialisation keys of a run (a stream of its seed)."""
+    return nnx.Rngs(run_key(cfg.seed, _MODEL_INIT_STREAM))
+
+
+def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
+    """A fresh directory ``<out>/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
+    appended if taken); with ``name``, exactly ``<out>/<name>``, which must not exist or
+    be empty (a run is never overwritten: use resume)."""
+    if name is not None:
+        path = os.path.join(cfg.out, name)
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            raise FileExistsError(f"run directory {path!r} already exists and is not empty (use --resume {path} to continue it)")
+        os.makedirs(path, exist_ok=True)
+        return path
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(cfg.out, f"{cfg.dataset}-{cfg.model}-{stamp}")
+    path, k = base, 1
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            k += 1
+            path = f"{base}-{k}"
