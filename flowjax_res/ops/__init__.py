@@ -1,1 +1,12 @@
 """Pure functions on arrays: no Flax, no state, no I/O. One mechanism per file."""
+from flowjax_res.ops.probes import hutchinson_probes
+from flowjax_res.ops.roulette import (
+    geometric_survival,
+    poisson_survival,
+    roulette_sample,
+    roulette_survival,
+    sample_geometric,
+    sample_poisson,
+)
+from flowjax_res.ops.logdet import exact_residual_logdet, residual_logdet, residual_logdet_with_info
+from flowjax_res.ops.neumann import neumann_surrogate, with_neumann_gradient
