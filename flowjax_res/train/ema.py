@@ -4,6 +4,7 @@ average used is ``m_t / (1 - d^t)``, so early averages are not pulled towards ze
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -33,7 +34,8 @@ def ema_params(ema: EmaState, decay: float, fallback: Any) -> Any:
     weights) when no update has been averaged yet or when ``decay == 0``."""
     if decay == 0:
         return fallback
-    correction = 1.0 - jnp.power(jnp.float32(decay), ema.count.astype(jnp.float32))
+    # 1 - d^t computed as -expm1(t log1p(-(1 - d))): accurate in float32 for d near 1.
+    correction = -jnp.expm1(ema.count.astype(jnp.float32) * jnp.float32(math.log1p(-(1.0 - decay))))
     safe = jnp.where(ema.count > 0, correction, 1.0)
 
     def value(m, f):

@@ -40,10 +40,11 @@ class Data:
 def make_data(cfg: TrainConfig) -> Data:
     """Toy densities: fresh batches per step and a fixed test set of ``n_test`` points;
     images: the fixed train/test split of the embedded set."""
-    from flowjax_res.data.registry import dataset_info, load_dataset
+    from flowjax_res._checks import check_choice
+    from flowjax_res.data.registry import dataset_info, known_datasets, load_dataset
     from flowjax_res.data.toy import sample_toy
 
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(check_choice("dataset", cfg.dataset, known_datasets()))
     if info.kind == "toy":
         batches = SampledBatches(lambda k, n: sample_toy(cfg.dataset, k, n), cfg.seed, cfg.batch_size)
         test = load_dataset(cfg.dataset, "test", n=cfg.n_test)

@@ -55,5 +55,10 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> t
 
 
 def merge_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> nnx.Module:
-    """Rebuild a model object from its parts."""
+    """Rebuild a model object from its parts.
+
+    The parts are copied first (``jax.tree.map`` makes new variable objects), so that
+    mutating the model never changes the ``params``/``rest`` trees passed in.
+    """
+    params, rest = jax.tree.map(lambda x: x, (params, rest))
     return nnx.merge(graphdef, params, rest)

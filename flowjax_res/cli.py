@@ -1,0 +1,244 @@
+"""The ``flowjax-res`` command line: ``train``, ``eval`` and ``sample``.
+
+A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
+set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
+is one line ``flowjax-res: error: ...`` on stderr with a non-zero exit, never a
+traceback (set ``FLOWJAX_RES_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+PROG = "flowjax-res"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+# Options of ``train`` that map to TrainConfig fields (dest == field name).
+_TRAIN_FIELDS = (
+    "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
+    "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
+    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "out",
+)
+# Fields that may change when a run is resumed (nothing that alters the trajectory).
+_RESUMABLE = ("steps",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flowjax_res.train.config import TrainConfig
+
+    d = TrainConfig()
+    p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample}")
+
+    t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
+    g = t.add_argument_group("data and model")
+    g.add_argument("--dataset", help=f"toy density name or 'digits' (default {d.dataset})")
+    g.add_argument("--model", help=f"'resflow' or 'iresnet' (default {d.model})")
+    g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset})")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help=f"total optimiser steps (default {d.steps})")
+    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {d.warmup})")
+    g.add_argument("--grad-clip", type=float, help=f"global-norm clip, 0 = none (default {d.grad_clip})")
+    g.add_argument("--weight-decay", type=float, help=f"decoupled weight decay (default {d.weight_decay})")
+    g.add_argument("--optimizer", help=f"adam or adamax (default {d.optimizer})")
+    g.add_argument("--ema-decay", type=float, help=f"EMA of weights for eval/sampling, 0 = off (default {d.ema_decay})")
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g = t.add_argument_group("log-det estimator and Lipschitz constraint (default: the preset's)")
+    g.add_argument("--estimator", help="roulette (unbiased, Residual Flows), series (truncated, i-ResNet) or exact")
+    g.add_argument("--n-exact-terms", type=int, help="terms always evaluated before the roulette")
+    g.add_argument("--n-terms", type=int, help="series terms (truncated estimator)")
+    g.add_argument("--n-probes", type=int, help="Hutchinson probes per example")
+    g.add_argument("--coeff", type=float, help="Lipschitz coefficient c in (0, 1)")
+    g = t.add_argument_group("run")
+    g.add_argument("--out", help=f"parent directory of runs (default {d.out})")
+    g.add_argument("--name", help="run directory name under --out (default <dataset>-<model>-<time>)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint (--steps may extend it)")
+    g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
+    g.add_argument("--eval-every", type=int, help=f"default {d.eval_every}")
+    g.add_argument("--ckpt-every", type=int, help=f"default {d.ckpt_every}")
+    g.add_argument("--keep-ckpts", type=int, help=f"default {d.keep_ckpts}")
+    g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
+    g.add_argument("--n-test", type=int, help=f"test points for toy data (default {d.n_test})")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate a killed run (tests)
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test set")
+    e.add_argument("--run", required=True, metavar="RUN_DIR")
+    e.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    e.add_argument("--raw", action="store_true", help="evaluate the raw weights instead of the EMA")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    s = sub.add_parser("sample", help="write a PNG of samples (image grid or 2-D scatter)")
+    s.add_argument("--run", required=True, metavar="RUN_DIR")
+    s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+    return p
+
+
+def _cmd_train(args) -> int:
+    from flowjax_res.train.config import TrainConfig, load_config
+    from flowjax_res.train.loop import train
+    from flowjax_res.train.run import make_data, new_run_dir
+
+    given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
+    if args.resume is not None:
+        bad = sorted(set(given) - set(_RESUMABLE))
+        if bad:
+            opts = ", ".join("--" + b.replace("_", "-") for b in bad)
+            raise ValueError(f"{opts} cannot change when resuming {args.resume!r} (only --steps can); "
+                             "start a new run instead")
+        if args.name is not None:
+            raise ValueError("--name cannot be used with --resume")
+        cfg = load_config(args.resume)
+        if "steps" in given:
+            cfg = cfg.replace(steps=given["steps"])
+        data = make_data(cfg)
+        run_dir, fresh = args.resume, False
+    else:
+        cfg = TrainConfig(**given)
+        data = make_data(cfg)  # unknown data sets fail here, before anything is written
+        run_dir, fresh = new_run_dir(cfg, args.name), True
+    print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
+    try:
+        summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
+                        stop_after=args.stop_after)
+    except BaseException:
+        if fresh:
+            _remove_if_unused(run_dir)
+        raise
+    print(_format_eval(cfg, summary, run_dir))
+    return 0
+
+
+def _remove_if_unused(run_dir: str) -> None:
+    """Remove a run directory this command created if it holds no result yet."""
+    try:
+        entries = set(os.listdir(run_dir))
+    except OSError:
+        return
+    if not entries <= {"config.json", "checkpoints", "metrics.jsonl"}:
+        return
+    ckpts = os.path.join(run_dir, "checkpoints")
+    if os.path.isdir(ckpts) and os.listdir(ckpts):
+        return
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.isfile(metrics) and os.path.getsize(metrics) > 0:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _format_eval(cfg, summary: dict, run_dir: str) -> str:
+    metric = "nll" if "nll" in summary else "bpd" if "bpd" in summary else None
+    head = f"{cfg.model} on {cfg.dataset}, step {summary.get('step')}"
+    if metric is None:
+        return f"{head}: no evaluation yet ({run_dir})"
+    unit = "nats" if metric == "nll" else "bits/dim"
+    line = (f"{head}: test {metric} = {summary[metric]:.4f} +- {summary[metric + '_stderr']:.4f} {unit} "
+            f"(n={summary['n']}, skipped steps {summary.get('skipped', 0)})")
+    if summary.get("n_nonfinite"):
+        line += f"; WARNING: {summary['n_nonfinite']} non-finite values"
+    return line
+
+
+def _load(run_dir: str, step: int | None):
+    from flowjax_res.train.config import load_config
+    from flowjax_res.train.loop import restore_state
+    from flowjax_res.train.run import make_data
+
+    cfg = load_config(run_dir)
+    data = make_data(cfg)
+    graphdef, state, _, _, meta = restore_state(run_dir, cfg, data, step=step)
+    return cfg, data, graphdef, state
+
+
+def _cmd_eval(args) -> int:
+    from flowjax_res.train.loop import run_evaluation
+
+    cfg, data, graphdef, state = _load(args.run, args.step)
+    if args.raw:
+        cfg = cfg.replace(ema_decay=0.0)
+    result = {"step": int(state.step), "skipped": int(state.skipped), **run_evaluation(cfg, graphdef, state, data)}
+    print(json.dumps(result) if args.json else _format_eval(cfg, result, args.run))
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import jax
+    import numpy as np
+
+    from flowjax_res._checks import check_nonnegative_int, check_positive_int
+    from flowjax_res.train import plots
+    from flowjax_res.train.loop import draw_samples
+
+    check_nonnegative_int("--seed", args.seed)
+    n = check_positive_int("--n", args.n) if args.n is not None else None
+    cfg, data, graphdef, state = _load(args.run, args.step)
+    step = int(state.step)
+    n = n or (5000 if data.kind == "toy" else 64)
+    out = args.output or os.path.join(args.run, f"samples-{step}-seed{args.seed}.png")
+    if not out.lower().endswith(".png"):
+        raise ValueError(f"--output must be a .png path, got {out!r}")
+    samples = draw_samples(cfg, graphdef, state, n, jax.random.key(args.seed))
+    title = f"{cfg.model} on {cfg.dataset}, step {step}"
+    if data.kind == "toy":
+        plots.plot_scatter_2d(out, np.asarray(samples), title=title)
+    else:
+        plots.plot_image_grid(out, np.asarray(samples), data.n_levels, title=title)
+    print(out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``flowjax-res`` console script; returns the exit code."""
+    debug = bool(os.environ.get("FLOWJAX_RES_DEBUG"))
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample}[args.command](args)
+    except _UsageError as e:
+        print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted (checkpoints already written are kept; continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as e:  # every other failure: one line, never a traceback
+        if debug:
+            raise
+        msg = _one_line(str(e)) or type(e).__name__
+        if not isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError)):
+            msg = f"{type(e).__name__}: {msg}"
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
