@@ -10,3 +10,14 @@ from flowjax_res.ops.roulette import (
 )
 from flowjax_res.ops.logdet import exact_residual_logdet, residual_logdet, residual_logdet_with_info
 from flowjax_res.ops.neumann import neumann_surrogate, with_neumann_gradient
+from flowjax_res.ops.power_iteration import (
+    conv_apply,
+    conv_output_shape,
+    conv_spectral_norm,
+    dense_spectral_norm,
+    init_power_vectors,
+    lipschitz_scale,
+    power_iteration,
+    random_unit_vector,
+)
+from flowjax_res.ops.activations import activation_names, elu, get_activation, lipswish, maxmin, softplus
