@@ -27,8 +27,8 @@ from flax import nnx
 from flowjax_res._checks import check_open_interval, check_positive, check_positive_int, check_shape
 from flowjax_res.layers.variables import PowerIterState
 from flowjax_res.ops.power_iteration import (
-    _check_padding,
-    _check_strides,
+    check_conv_padding,
+    check_conv_strides,
     conv_apply,
     conv_output_shape,
     init_power_vectors,
@@ -252,8 +252,8 @@ class LipschitzConv(LipschitzLayer):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = _check_strides(_pair("strides", strides))
-        self.padding = _check_padding(padding)
+        self.strides = check_conv_strides(_pair("strides", strides))
+        self.padding = check_conv_padding(padding)
         try:
             input_shape = tuple(input_shape)
         except TypeError:

@@ -211,7 +211,8 @@ def dense_spectral_norm(
     return (sigma, u, v, info) if return_info else (sigma, u, v)
 
 
-def _check_padding(padding: Padding) -> Padding:
+def check_conv_padding(padding: Padding) -> Padding:
+    """``"SAME"``, ``"VALID"`` or two non-negative ``(low, high)`` pairs, else ``ValueError``."""
     if isinstance(padding, str):
         return check_choice("padding", padding, ("SAME", "VALID"))
     try:
@@ -225,7 +226,8 @@ def _check_padding(padding: Padding) -> Padding:
     return pads
 
 
-def _check_strides(strides) -> tuple[int, int]:
+def check_conv_strides(strides) -> tuple[int, int]:
+    """A pair of positive integers, else ``TypeError``/``ValueError`` naming ``strides``."""
     try:
         strides = tuple(strides)
     except TypeError:
@@ -294,8 +296,8 @@ def conv_spectral_norm(
     """
     if kernel.ndim != 4:
         raise ValueError(f"kernel must be a 4-D HWIO array; got shape {kernel.shape}")
-    padding = _check_padding(padding)
-    strides = _check_strides(strides)
+    padding = check_conv_padding(padding)
+    strides = check_conv_strides(strides)
     if v.ndim != 3 or v.shape[-1] != kernel.shape[2]:
         raise ValueError(
             f"v must be one input image of shape (H, W, {kernel.shape[2]}) for a kernel of shape "
