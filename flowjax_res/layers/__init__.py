@@ -9,3 +9,6 @@ from flowjax_res.layers.lipschitz import (
     update_lipschitz,
 )
 from flowjax_res.layers.activations import Activation, LipSwish
+from flowjax_res.layers.conv1x1 import InvConv1x1
+from flowjax_res.layers.emerging import EmergingConv
+from flowjax_res.layers.periodic import PeriodicConv

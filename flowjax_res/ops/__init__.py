@@ -21,3 +21,22 @@ from flowjax_res.ops.power_iteration import (
     random_unit_vector,
 )
 from flowjax_res.ops.activations import activation_names, elu, get_activation, lipswish, maxmin, softplus
+from flowjax_res.ops.autoregressive_conv import (
+    autoregressive_conv,
+    autoregressive_conv_inverse,
+    autoregressive_conv_logdet,
+    autoregressive_mask,
+)
+from flowjax_res.ops.emerging_conv import emerging_conv, emerging_conv_inverse, emerging_conv_logdet
+from flowjax_res.ops.periodic_conv import periodic_conv, periodic_conv_inverse, periodic_conv_logdet, periodic_kernel_fft
+from flowjax_res.ops.conv1x1 import (
+    conv1x1,
+    conv1x1_inverse,
+    conv1x1_logdet,
+    householder_product,
+    plu_inverse,
+    plu_weight,
+    qr_inverse,
+    qr_weight,
+    triangular_logdet,
+)
