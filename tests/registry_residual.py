@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import jax
+from flax import nnx
 
 from flowjax_res.layers.actnorm import ActNorm
+from flowjax_res.layers.residual import ResidualBlock
 from tests.registry import Case
 
 
@@ -19,7 +21,27 @@ def _actnorm(shape):
     return make
 
 
+def _seed(key) -> int:
+    return int(jax.random.randint(key, (), 0, 2**30))
+
+
+def _dense_block(dim):
+    def make(key):
+        return ResidualBlock.dense(dim, (16, 16), coeff=0.9, rngs=nnx.Rngs(_seed(key)), logdet={"estimator": "exact"})
+
+    return make
+
+
+def _conv_block(key):
+    return ResidualBlock.conv((4, 4, 2), 4, coeff=0.9, rngs=nnx.Rngs(_seed(key)), logdet={"estimator": "exact"})
+
+
+# The inverse runs Anderson to a residual of 1e-6 (error <= 1e-6 / (1 - Lip g)), the
+# exact log-det is slogdet of the same Jacobian in float32: default tolerances hold.
 CASES: list = [
     Case("actnorm_dense", _actnorm((5,)), (5,)),
     Case("actnorm_nhwc", _actnorm((3, 3, 2)), (3, 3, 2)),
+    Case("residual_dense_2", _dense_block(2), (2,)),
+    Case("residual_dense_6", _dense_block(6), (6,)),
+    Case("residual_conv_4x4x2", _conv_block, (4, 4, 2)),
 ]

@@ -28,6 +28,7 @@ Gradients use implicit differentiation (not unrolling): at ``x* = y - g(p, x*)``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -190,24 +191,31 @@ def fixed_point_inverse(
         x0 = jnp.asarray(x0, y.dtype)
         if x0.shape != y.shape:
             raise ValueError(f"x0 must have the shape of y {y.shape}, got {x0.shape}")
-    opts = dict(method=method, atol=atol, max_iters=max_iters, m=m, beta=beta)
+    opts = (("method", method), ("atol", atol), ("max_iters", max_iters), ("m", m), ("beta", beta))
+    return _inverse_jit(g, opts, params, y, x0)
 
-    @jax.custom_vjp
-    def solve(params, y, x0):
-        return _solve(lambda x: y - g(params, x), x0, **opts)
 
-    def solve_fwd(params, y, x0):
-        x, info = solve(params, y, x0)
-        return (x, info), (params, x)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _inverse(g, opts, params, y, x0):
+    return _solve(lambda x: y - g(params, x), x0, **dict(opts))
 
-    def solve_bwd(res, cts):
-        params, x = res
-        x_bar = cts[0]
-        _, vjp = jax.vjp(g, params, x)
-        # (I + J_g)^T a = x_bar  <=>  a = x_bar - J_g^T a.
-        a, _ = _solve(lambda a: x_bar - vjp(a)[1], x_bar, **opts)
-        p_bar = jax.tree_util.tree_map(lambda t: -t if jnp.issubdtype(t.dtype, jnp.inexact) else t, vjp(a)[0])
-        return p_bar, a, jnp.zeros_like(x)
 
-    solve.defvjp(solve_fwd, solve_bwd)
-    return solve(params, y, x0)
+def _inverse_fwd(g, opts, params, y, x0):
+    x, info = _inverse(g, opts, params, y, x0)
+    return (x, info), (params, x)
+
+
+def _inverse_bwd(g, opts, res, cts):
+    params, x = res
+    x_bar = cts[0]
+    _, vjp = jax.vjp(g, params, x)
+    # (I + J_g)^T a = x_bar  <=>  a = x_bar - J_g^T a   (a contraction: ||J_g^T|| < 1).
+    a, _ = _solve(lambda a: x_bar - vjp(a)[1], x_bar, **dict(opts))
+    p_bar = jax.tree_util.tree_map(lambda t: -t if jnp.issubdtype(t.dtype, jnp.inexact) else t, vjp(a)[0])
+    return p_bar, a, jnp.zeros_like(x)
+
+
+_inverse.defvjp(_inverse_fwd, _inverse_bwd)
+# jit keyed on (g, opts): eager calls with the same g reuse the compiled solver; inside
+# an outer jit it is simply inlined.
+_inverse_jit = jax.jit(_inverse, static_argnums=(0, 1))
