@@ -12,3 +12,5 @@ from flowjax_res.layers.activations import Activation, LipSwish
 from flowjax_res.layers.conv1x1 import InvConv1x1
 from flowjax_res.layers.emerging import EmergingConv
 from flowjax_res.layers.periodic import PeriodicConv
+from flowjax_res.layers.actnorm import ActNorm
+from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
