@@ -58,7 +58,7 @@ class TrainConfig:
     dataset: str = "8gaussians"
     model: str = "resflow"
     preset: str = "small"
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 256
     lr: float = 1e-3
     warmup: int = 100
@@ -71,8 +71,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     log_every: int = 10
-    eval_every: int = 500
-    ckpt_every: int = 500
+    eval_every: int = 1000
+    ckpt_every: int = 1000
     keep_ckpts: int = 3
     eval_batch_size: int = 1000
     n_test: int = 5000

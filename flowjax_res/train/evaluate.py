@@ -22,16 +22,11 @@ from flowjax_res.train.step import _lipschitz_updater
 
 
 def set_eval_mode(model: nnx.Module) -> None:
-    """Switch every sub-module to its evaluation behaviour (accurate log-det estimators).
-
-    Uses NNX's ``Module.eval()`` (which sets ``deterministic=True`` wherever a module has
-    that attribute) and, where a module defines it, ``set_eval(True)``.
-    """
+    """Switch every sub-module to its evaluation behaviour with NNX's ``Module.eval()``,
+    which sets ``deterministic=True`` wherever a module has that attribute: residual
+    blocks then use their accurate ``eval_logdet`` estimator (exact log-det for small
+    dimensions such as 2-D data; many exact terms for images)."""
     model.eval()
-    for _, m in nnx.iter_modules(model):
-        fn = getattr(m, "set_eval", None)
-        if callable(fn):
-            fn(True)
 
 
 def per_example_metric(kind: str) -> Callable[[nnx.Module, jax.Array, jax.Array], jax.Array]:
