@@ -112,3 +112,13 @@ def test_console_entry_one_line_error(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("flowjax-res: error: run directory")
+
+
+@pytest.mark.slow
+def test_train_digits_end_to_end(tmp_path, capsys):
+    """Images: a tiny multi-scale Residual Flow on digits; bits/dim and a sample grid."""
+    pytest.importorskip("flowjax_res.flows.builders")
+    assert main(["train", "--dataset", "digits", "--preset", "tiny", "--steps", "2", "--batch-size", "16",
+                 "--out", str(tmp_path), "--name", "d", "--no-progress"]) == 0
+    assert "test bpd" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "d" / "samples.png")
