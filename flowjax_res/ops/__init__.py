@@ -40,3 +40,4 @@ from flowjax_res.ops.conv1x1 import (
     qr_weight,
     triangular_logdet,
 )
+from flowjax_res.ops.fixed_point import fixed_point_inverse
