@@ -9,7 +9,7 @@ from flowjax_res.ops.roulette import (
     sample_poisson,
 )
 from flowjax_res.ops.logdet import exact_residual_logdet, residual_logdet, residual_logdet_with_info
-from flowjax_res.ops.neumann import neumann_surrogate, with_neumann_gradient
+from flowjax_res.ops.neumann import neumann_surrogate, neumann_surrogate_grad, with_neumann_gradient
 from flowjax_res.ops.power_iteration import (
     conv_apply,
     conv_output_shape,

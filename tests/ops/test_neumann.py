@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowjax_res.ops.logdet import residual_logdet
-from flowjax_res.ops.neumann import neumann_surrogate, with_neumann_gradient
+from flowjax_res.ops.neumann import neumann_surrogate, neumann_surrogate_grad, with_neumann_gradient
 from tests.ops.test_logdet import dense_g, dense_params
 
 N_KEYS = 2000
@@ -149,5 +149,11 @@ def test_surrogate_and_wrapper_directly():
     jac = jax.vmap(lambda xb: jax.jacfwd(lambda u: dense_g(params, u[None])[0])(xb))(x)
     ref = jnp.einsum("pbi,bij,pbj->b", w, jac, v)
     np.testing.assert_allclose(neumann_surrogate(dense_g, params, x, v, w), ref, rtol=1e-5)
+    # Forward-over-reverse gradient of Σ_b ct_b F_b == reverse mode over F.
+    ct = jnp.array([0.3, -2.0])
+    ref_grads = jax.vjp(lambda p, z: neumann_surrogate(dense_g, p, z, v, w), params, x)[1](ct)
+    got = neumann_surrogate_grad(dense_g, params, x, v, w, ct)
+    for a, b in zip(jax.tree.leaves(ref_grads), jax.tree.leaves(got)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="mode"):
         with_neumann_gradient(lambda *a: None, dense_g, params, x, v, None, mode="bif")
