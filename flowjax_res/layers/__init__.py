@@ -14,3 +14,4 @@ from flowjax_res.layers.emerging import EmergingConv
 from flowjax_res.layers.periodic import PeriodicConv
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
+from flowjax_res.layers.squeeze import Squeeze
