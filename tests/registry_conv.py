@@ -48,3 +48,52 @@ CASES: list = [
     Case("conv1x1_qr_4x4x2", _conv1x1(2, "qr"), (4, 4, 2)),
     Case("conv1x1_qr_5x3x3", _conv1x1(3, "qr"), (5, 3, 3)),
 ]
+
+
+# --- Glow family (coupling, permutations, priors, a tiny Glow body) ------------------
+
+from flowjax_res.flows.glow import glow_config, glow_multiscale  # noqa: E402
+from flowjax_res.layers.coupling import AdditiveCoupling, AffineCoupling  # noqa: E402
+from flowjax_res.layers.permutation import ReversePermutation, ShufflePermutation  # noqa: E402
+from flowjax_res.layers.split_prior import LearnedPrior, SplitPrior  # noqa: E402
+
+
+def _affine_coupling(c, hidden):
+    return lambda key: _perturbed(AffineCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+
+
+def _additive_coupling(c, hidden):
+    return lambda key: _perturbed(AdditiveCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+
+
+def _split_prior(c, keep):
+    return lambda key: _perturbed(SplitPrior(c, keep=keep, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
+
+
+def _learned_prior(shape, per_position):
+    return lambda key: _perturbed(LearnedPrior(shape, per_position=per_position), key, 0.3)
+
+
+def _glow_body(permutation, decomposition="none", coupling="affine"):
+    def make(key):
+        cfg = glow_config("tiny", permutation=permutation, decomposition=decomposition, coupling=coupling)
+        body = glow_multiscale((4, 4, 2), cfg, rngs=nnx.Rngs(key))
+        body.forward(jax.random.normal(jax.random.fold_in(key, 2), (8, 4, 4, 2)))  # ActNorm data-dependent init
+        return _perturbed(body, jax.random.fold_in(key, 1), 0.05)
+
+    return make
+
+
+CASES += [
+    Case("affine_coupling_4x4x4", _affine_coupling(4, 8), (4, 4, 4)),
+    Case("additive_coupling_3x5x2", _additive_coupling(2, 6), (3, 5, 2)),
+    Case("reverse_permutation_3x3x3", lambda key: ReversePermutation(3), (3, 3, 3)),
+    Case("shuffle_permutation_2x3x5", lambda key: ShufflePermutation(5, rngs=nnx.Rngs(key)), (2, 3, 5)),
+    Case("split_prior_last_3x3x4", _split_prior(4, "last"), (3, 3, 4)),
+    Case("split_prior_first_2x3x2", _split_prior(2, "first"), (2, 3, 2)),
+    Case("learned_prior_channel_3x2x3", _learned_prior((3, 2, 3), False), (3, 2, 3)),
+    Case("learned_prior_position_2x2x2", _learned_prior((2, 2, 2), True), (2, 2, 2)),
+    Case("glow_tiny_emerging_qr_4x4x2", _glow_body("emerging", "qr"), (4, 4, 2), logdet_atol=2e-4),
+    Case("glow_tiny_periodic_additive_4x4x2", _glow_body("periodic", coupling="additive"), (4, 4, 2),
+         logdet_atol=2e-4),
+]

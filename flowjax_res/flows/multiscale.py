@@ -74,6 +74,12 @@ class MultiScale(nnx.Module):
             them (i-ResNet).
         initial_squeeze: squeeze the input before the first stage.
         tail: optional bijector on the flattened last-scale vector.
+        split_layers: optional bijectors, one per squeeze between scales
+            (``len(stages) - 1``), layer ``i`` acting on the squeezed tensor of shape
+            ``squeezes[i].output_shape`` right before its channels are factored out
+            (e.g. Glow's learned split prior, :class:`~flowjax_res.layers.split_prior.SplitPrior`);
+            their log-dets are added and ``inverse`` inverts them after re-joining the
+            factored-out part. ``None`` (default): no such layers.
 
     ``forward(x)`` returns the flat latent ``(batch, prod(input_shape))`` and the log-det.
     """
@@ -86,6 +92,7 @@ class MultiScale(nnx.Module):
         factor_out: bool = True,
         initial_squeeze: bool = False,
         tail=None,
+        split_layers: Sequence | None = None,
     ):
         stages = list(stages)
         if not stages:
@@ -95,6 +102,16 @@ class MultiScale(nnx.Module):
                 raise TypeError(f"stages[{i}] must be a bijector with forward/inverse, got {type(s).__name__}")
         if tail is not None and not (callable(getattr(tail, "forward", None)) and callable(getattr(tail, "inverse", None))):
             raise TypeError(f"tail must be a bijector with forward/inverse or None, got {type(tail).__name__}")
+        if split_layers is not None:
+            split_layers = list(split_layers)
+            if len(split_layers) != len(stages) - 1:
+                raise ValueError(
+                    f"split_layers must hold one bijector per squeeze between scales ({len(stages) - 1}), "
+                    f"got {len(split_layers)}"
+                )
+            for i, s in enumerate(split_layers):
+                if not (callable(getattr(s, "forward", None)) and callable(getattr(s, "inverse", None))):
+                    raise TypeError(f"split_layers[{i}] must be a bijector with forward/inverse, got {type(s).__name__}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.factor_out = bool(factor_out)
         self.initial_squeeze = bool(initial_squeeze)
@@ -103,6 +120,7 @@ class MultiScale(nnx.Module):
         )
         self.stages = nnx.List(stages)
         self.tail = tail
+        self.split_layers = None if split_layers is None else nnx.List(split_layers)
         self.first_squeeze = Squeeze(self.input_shape) if initial_squeeze else None
         self.squeezes = nnx.List([Squeeze(s) for s in self.stage_shapes[:-1]])
         # Flat sizes of the factored-out parts and of the final part, in latent order.
@@ -116,11 +134,19 @@ class MultiScale(nnx.Module):
         """Size of the flat latent: ``prod(input_shape)``."""
         return math.prod(self.input_shape)
 
+    def _split_layer_keys(self, key: jax.Array | None) -> list:
+        # Drawn from a folded key so that the stages' keys do not depend on split_layers.
+        n = len(self.stages) - 1
+        if self.split_layers is None or key is None:
+            return [None] * n
+        return split_keys(jax.random.fold_in(key, 0x5171), n)
+
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(z, log_det)``, ``z`` flat of size ``prod(input_shape)``."""
         check_shape("x", x.shape[1:], self.input_shape)
         b = x.shape[0]
         keys = split_keys(key, len(self.stages) + 1)
+        skeys = self._split_layer_keys(key)
         log_det = jnp.zeros((b,), jnp.result_type(x.dtype, jnp.float32))
         if self.first_squeeze is not None:
             x, _ = self.first_squeeze.forward(x)
@@ -130,6 +156,9 @@ class MultiScale(nnx.Module):
             log_det = log_det + ld
             if i < len(self.stages) - 1:
                 x, _ = self.squeezes[i].forward(x)
+                if self.split_layers is not None:
+                    x, ld = self.split_layers[i].forward(x, key=skeys[i])
+                    log_det = log_det + ld
                 if self.factor_out:
                     c = x.shape[-1] // 2
                     parts.append(x[..., :c].reshape(b, -1))
@@ -146,6 +175,7 @@ class MultiScale(nnx.Module):
         check_shape("z", z.shape[1:], (self.latent_dim,))
         b = z.shape[0]
         keys = split_keys(key, len(self.stages) + 1)
+        skeys = self._split_layer_keys(key)
         offsets = [0]
         for s in self.factored_sizes:
             offsets.append(offsets[-1] + s)
@@ -159,6 +189,8 @@ class MultiScale(nnx.Module):
                     sq = self.squeezes[i].output_shape
                     zi = z[:, offsets[i] : offsets[i + 1]].reshape(b, sq[0], sq[1], sq[2] // 2)
                     x = jnp.concatenate([zi, x], axis=-1)
+                if self.split_layers is not None:
+                    x = self.split_layers[i].inverse(x, key=skeys[i])
                 x = self.squeezes[i].inverse(x)
             x = self.stages[i].inverse(x, key=keys[i])
         if self.first_squeeze is not None:
