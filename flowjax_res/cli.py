@@ -32,7 +32,7 @@ class _UsageError(Exception):
 _TRAIN_FIELDS = (
     "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
-    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "out",
+    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition", "coupling", "out",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory).
 _RESUMABLE = ("steps",)
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
     g.add_argument("--dataset", help=f"toy density name or 'digits' (default {d.dataset})")
-    g.add_argument("--model", help=f"'resflow' or 'iresnet' (default {d.model})")
+    g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow' (default {d.model})")
     g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset})")
     g = t.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"total optimiser steps (default {d.steps})")
@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-terms", type=int, help="series terms (truncated estimator)")
     g.add_argument("--n-probes", type=int, help="Hutchinson probes per example")
     g.add_argument("--coeff", type=float, help="Lipschitz coefficient c in (0, 1)")
+    g = t.add_argument_group("Glow (--model glow, image data only)")
+    g.add_argument("--permutation", help="reverse, shuffle, 1x1 (Glow's default), emerging (emerging conv + 1x1) or periodic")
+    g.add_argument("--decomposition", help="of the 1x1 convolutions: none (default), plu or qr")
+    g.add_argument("--coupling", help="affine (default) or additive")
     g = t.add_argument_group("run")
     g.add_argument("--out", help=f"parent directory of runs (default {d.out})")
     g.add_argument("--name", help="run directory name under --out (default <dataset>-<model>-<time>)")

@@ -330,19 +330,31 @@ def dense_residual_flow(
 
 
 def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs, **overrides) -> FlowDistribution:
-    """Build model ``name`` ("resflow" | "iresnet") for ``data_info`` at ``preset``.
+    """Build model ``name`` ("resflow" | "iresnet" | "glow") for ``data_info`` at ``preset``.
 
     ``data_info`` is a :class:`flowjax_res.data.registry.DatasetInfo` (or a data set
     name): toy data get a dense flow (:class:`DenseFlowConfig`), images a multi-scale
     flow with pre-processing for ``data_info.n_levels`` (:class:`ImageFlowConfig`).
-    ``overrides`` are fields of that config.
+    ``overrides`` are fields of that config. ``"glow"`` (images only) is dispatched to
+    :func:`flowjax_res.flows.glow.glow`, its overrides being
+    :class:`~flowjax_res.flows.glow.GlowConfig` fields (``permutation``,
+    ``decomposition``, ``coupling``, ...).
     """
-    check_choice("name", name, MODELS)
+    check_choice("name", name, (*MODELS, "glow"))
     if isinstance(data_info, str):
         from flowjax_res.data.registry import dataset_info
 
         data_info = dataset_info(data_info)
     kind = check_choice("data_info.kind", getattr(data_info, "kind", None), ("toy", "image"))
+    if name == "glow":
+        from flowjax_res.flows.glow import build_glow, glow_config
+
+        if kind != "image":
+            raise ValueError(f"model 'glow' needs image data; data set {getattr(data_info, 'name', data_info)!r} "
+                             f"is {kind!r} (use resflow or iresnet)")
+        overrides = dict(overrides)
+        overrides.setdefault("n_levels", data_info.n_levels)
+        return build_glow(tuple(data_info.shape), glow_config(preset, **overrides), rngs=rngs)
     if kind == "toy":
         (dim,) = tuple(data_info.shape)
         return build_dense_flow(dim, dense_flow_config(name, preset, **overrides), rngs=rngs)

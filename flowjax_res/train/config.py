@@ -17,7 +17,7 @@ from flowjax_res._checks import (
 )
 
 OPTIMIZERS = ("adam", "adamax")
-MODELS = ("resflow", "iresnet")
+MODELS = ("resflow", "iresnet", "glow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,8 @@ class TrainConfig:
       train_lipschitz_iters: power iterations after every optimiser step.
       estimator, n_exact_terms, n_terms, coeff, n_probes: model overrides passed to the
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
+      permutation, decomposition, coupling: Glow overrides passed to the builder when
+        not ``None`` (see :mod:`flowjax_res.flows.glow`).
       out: parent directory of run directories.
     """
 
@@ -83,6 +85,9 @@ class TrainConfig:
     n_terms: int | None = None
     coeff: float | None = None
     n_probes: int | None = None
+    permutation: str | None = None
+    decomposition: str | None = None
+    coupling: str | None = None
     out: str = "runs"
 
     def __post_init__(self) -> None:
@@ -115,10 +120,12 @@ class TrainConfig:
             check_positive_int("n_probes", self.n_probes)
         if self.coeff is not None:
             check_open_interval("coeff", self.coeff, 0.0, 1.0)
+        _check_glow_options(self)
 
     def model_overrides(self) -> dict[str, Any]:
         """The estimator / Lipschitz settings that were set, as builder keyword arguments."""
-        names = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes")
+        names = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition",
+                 "coupling")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -141,6 +148,17 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config has unknown field(s) {unknown}; allowed: {sorted(known)}")
         return cls(**d)
+
+
+def _check_glow_options(cfg: "TrainConfig") -> None:
+    from flowjax_res.flows.glow import COUPLINGS, DECOMPOSITIONS, PERMUTATIONS
+
+    for name, allowed in (("permutation", PERMUTATIONS), ("decomposition", DECOMPOSITIONS), ("coupling", COUPLINGS)):
+        value = getattr(cfg, name)
+        if value is not None:
+            check_choice(name, value, allowed)
+            if cfg.model != "glow":
+                raise ValueError(f"{name} (= {value!r}) only applies to model 'glow', got model {cfg.model!r}")
 
 
 def _check_nonnegative(name: str, value) -> float:

@@ -97,7 +97,7 @@ def test_build_model_dispatch_and_overrides():
     with pytest.raises(ValueError, match="n_block"):
         build_model("resflow", "digits", "tiny", nnx.Rngs(0), n_block=3)
     with pytest.raises(ValueError, match="resflow"):
-        build_model("glow", "digits", "tiny", nnx.Rngs(0))
+        build_model("realnvp", "digits", "tiny", nnx.Rngs(0))  # glow is a model now (flows/glow.py)
     with pytest.raises(ValueError, match="preset"):
         residual_flow((8, 8, 1), preset="huge", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="input_shape"):

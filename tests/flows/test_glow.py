@@ -188,3 +188,42 @@ def test_bad_input_shapes():
         glow((4, 4), preset="tiny", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="input_shape"):
         glow((4, 4, 2), preset="tiny", n_scales=4, rngs=nnx.Rngs(0))
+
+
+# -- dispatch from build_model and the command line ------------------------------------
+
+def test_build_model_dispatches_glow():
+    from flowjax_res.flows.builders import build_model
+
+    dist = build_model("glow", "digits", "tiny", nnx.Rngs(0), permutation="periodic", coupling="additive")
+    assert dist.flow.layers[0].n_levels == 17  # Dequantize gets the data set's levels
+    assert count_params(dist) > 0
+    with pytest.raises(ValueError, match="model 'glow' needs image data"):
+        build_model("glow", "8gaussians", "tiny", nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown override"):
+        build_model("glow", "digits", "tiny", nnx.Rngs(0), estimator="exact")
+
+
+def test_train_config_glow_options():
+    from flowjax_res.train.config import TrainConfig
+
+    cfg = TrainConfig(model="glow", dataset="digits", permutation="emerging", decomposition="qr")
+    assert cfg.model_overrides() == {"permutation": "emerging", "decomposition": "qr"}
+    with pytest.raises(ValueError, match="permutation.*only applies to model 'glow'"):
+        TrainConfig(model="resflow", permutation="1x1")
+    with pytest.raises(ValueError, match="decomposition must be one of"):
+        TrainConfig(model="glow", decomposition="lu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("permutation, decomposition", [("emerging", "qr"), ("periodic", "none"), ("1x1", "plu")])
+def test_cli_train_eval_sample_glow(tmp_path, permutation, decomposition):
+    from flowjax_res.cli import main
+
+    args = ["train", "--model", "glow", "--preset", "tiny", "--permutation", permutation, "--decomposition",
+            decomposition, "--dataset", "digits", "--steps", "3", "--batch-size", "16", "--eval-every", "3",
+            "--ckpt-every", "3", "--out", str(tmp_path), "--name", "run", "--no-progress"]
+    assert main(args) == 0
+    run = str(tmp_path / "run")
+    assert main(["eval", "--run", run]) == 0
+    assert main(["sample", "--run", run, "--n", "4"]) == 0
