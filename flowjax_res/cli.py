@@ -1,4 +1,4 @@
-"""The ``flowjax-res`` command line: ``train``, ``eval`` and ``sample``.
+"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample`` and ``variance``.
 
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,variance}")
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
@@ -95,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+
+    v = sub.add_parser("variance", help="bias, std and cost of the log-det estimators of every residual block")
+    v.add_argument("--run", metavar="RUN_DIR", help="a trained run (its EMA weights); else a fresh model:")
+    v.add_argument("--dataset", help="fresh model: data set (default 8gaussians)")
+    v.add_argument("--model", help="fresh model: resflow or iresnet (default resflow)")
+    v.add_argument("--preset", help="fresh model: tiny, small or paper (default small)")
+    v.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    v.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    v.add_argument("--batch-size", type=int, default=64, help="test examples pushed through the model (default 64)")
+    v.add_argument("--samples", type=int, default=100, help="estimates per estimator (default 100)")
+    v.add_argument("--grad-samples", type=int, default=20, help="gradient estimates per estimator (default 20)")
+    v.add_argument("--no-grad", action="store_true", help="skip the gradient estimators")
+    v.add_argument("--blocks", help="comma-separated block indices (default: all)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--output", help="directory of the plots and variance.json (default RUN_DIR, or "
+                                    "./variance-<dataset>-<model>-<preset> for a fresh model)")
+    v.add_argument("--json", action="store_true", help="print the records as JSON instead of the table")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -211,6 +229,12 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_variance(args) -> int:
+    from flowjax_res.diagnostics.command import run_variance
+
+    return run_variance(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``flowjax-res`` console script; returns the exit code."""
     debug = bool(os.environ.get("FLOWJAX_RES_DEBUG"))
@@ -220,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample}[args.command](args)
+        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "variance": _cmd_variance}[args.command](args)
     except _UsageError as e:
         print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
