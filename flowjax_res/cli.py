@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--samples", type=int, default=100, help="estimates per estimator (default 100)")
     v.add_argument("--grad-samples", type=int, default=20, help="gradient estimates per estimator (default 20)")
     v.add_argument("--no-grad", action="store_true", help="skip the gradient estimators")
+    v.add_argument("--quick", action="store_true", help="a short set of estimators (exact, series 2/10, roulette, "
+                                                        "the block's own) and no gradients")
     v.add_argument("--blocks", help="comma-separated block indices (default: all)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--output", help="directory of the plots and variance.json (default RUN_DIR, or "

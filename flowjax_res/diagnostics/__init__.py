@@ -9,6 +9,7 @@ from flowjax_res.diagnostics.estimators import (
     default_configs,
     default_gradient_configs,
     estimator_study,
+    quick_configs,
 )
 from flowjax_res.diagnostics.blocks import block_inputs, block_study, flow_study, residual_blocks
 from flowjax_res.diagnostics.table import format_table

@@ -24,6 +24,7 @@ from flowjax_res.diagnostics.estimators import (
     default_configs,
     default_gradient_configs,
     estimator_study,
+    quick_configs,
 )
 from flowjax_res.layers.residual import LogDetConfig, ResidualBlock
 
@@ -90,23 +91,26 @@ def block_study(
     gradient_configs: Sequence[LogDetConfig] | None = None,
     include_block_config: bool = True,
     exact_max_dim: int = EXACT_MAX_DIM,
+    quick: bool = False,
     **kwargs: Any,
 ) -> list[dict]:
     """:func:`estimator_study` of one residual block's ``g`` on the batch ``x``.
 
     Defaults: :func:`default_configs` plus the block's own training settings
-    (``block.logdet``; its records get ``is_train_config=True``), gradients by
-    :func:`default_gradient_configs` (w.r.t. ``g``'s ``nnx.Param`` s). Other keyword
-    arguments go to :func:`estimator_study`.
+    (``block.logdet``; its records get ``is_train_config=True``), or
+    :func:`quick_configs` with ``quick``; gradients by :func:`default_gradient_configs`
+    (none with ``quick``), w.r.t. ``g``'s ``nnx.Param`` s. Other keyword arguments go
+    to :func:`estimator_study`.
     """
     if not isinstance(block, ResidualBlock):
         raise TypeError(f"block must be a ResidualBlock, got {type(block).__name__}")
     x = block._check(x, "x")
     dim = math.prod(block.input_shape)
     if configs is None:
-        configs = default_configs(dim, exact_max_dim=exact_max_dim, extra=[block.logdet] if include_block_config else [])
+        configs = (quick_configs if quick else default_configs)(
+            dim, exact_max_dim=exact_max_dim, extra=[block.logdet] if include_block_config else [])
     if gradient_configs is None:
-        gradient_configs = default_gradient_configs()
+        gradient_configs = [] if quick else default_gradient_configs()
     graphdef, params, rest = nnx.split(block.g, nnx.Param, ...)
     recs = estimator_study(_merged_g(graphdef), params, x, key=key, configs=configs, gradient_configs=gradient_configs,
                            frozen=rest, exact_max_dim=exact_max_dim, **kwargs)
@@ -151,9 +155,13 @@ def flow_study(
         for i in idx:
             b = found[i][1]
             dim = math.prod(b.input_shape)
-            n_cfg = len(kwargs.get("configs") or default_configs(dim, exact_max_dim=kwargs.get("exact_max_dim", EXACT_MAX_DIM),
-                                                                  extra=[b.logdet]))
-            n_grad = len(kwargs["gradient_configs"]) if kwargs.get("gradient_configs") is not None else len(default_gradient_configs())
+            make = quick_configs if kwargs.get("quick") else default_configs
+            n_cfg = len(kwargs.get("configs") or make(dim, exact_max_dim=kwargs.get("exact_max_dim", EXACT_MAX_DIM),
+                                                      extra=[b.logdet]))
+            if kwargs.get("gradient_configs") is not None:
+                n_grad = len(kwargs["gradient_configs"])
+            else:
+                n_grad = 0 if kwargs.get("quick") else len(default_gradient_configs())
             total += n_cfg + n_grad
         bar = tqdm(total=total, desc="variance", unit="est", leave=False)
     records = []

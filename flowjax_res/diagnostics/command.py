@@ -86,7 +86,7 @@ def run_variance(args) -> int:
     model, data, title, default_out = _load_model(args)
     out_dir = args.output or default_out
     x = jnp.asarray(np.asarray(data.test)[:batch])
-    kwargs = dict(n_samples=samples, n_grad_samples=grad_samples)
+    kwargs = dict(n_samples=samples, n_grad_samples=grad_samples, quick=args.quick)
     if args.no_grad:
         kwargs["gradient_configs"] = []
     try:

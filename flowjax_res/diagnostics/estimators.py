@@ -59,6 +59,7 @@ __all__ = [
     "default_configs",
     "default_gradient_configs",
     "estimator_study",
+    "quick_configs",
 ]
 
 EXACT_MAX_DIM = 256
@@ -102,6 +103,22 @@ def default_configs(dim: int, *, exact_max_dim: int = EXACT_MAX_DIM, extra: Sequ
     ]
     out: list[LogDetConfig] = []
     for c in [*cfgs, *extra]:
+        c = _canonical(c)
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def quick_configs(dim: int, *, exact_max_dim: int = EXACT_MAX_DIM, extra: Sequence[LogDetConfig] = ()) -> list[LogDetConfig]:
+    """A short set (few compilations): ``exact`` (when ``dim <= exact_max_dim``), the
+    series with 2 and 10 terms, geometric(0.5) roulette with 2 exact terms, then
+    ``extra``, duplicates removed."""
+    check_positive_int("dim", dim)
+    cfgs = [LogDetConfig(estimator="exact")] if dim <= exact_max_dim else []
+    cfgs += [LogDetConfig(estimator="series", n_terms=n) for n in (2, 10)]
+    cfgs += [LogDetConfig(estimator="roulette", dist="geometric", p=0.5, n_exact_terms=2), *extra]
+    out: list[LogDetConfig] = []
+    for c in cfgs:
         c = _canonical(c)
         if c not in out:
             out.append(c)
