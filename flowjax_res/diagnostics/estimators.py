@@ -255,7 +255,7 @@ def estimator_study(
       A list of records (dicts), one per configuration and kind (``"logdet"`` or
       ``"gradient"``), with ``label``, the settings, ``bias``, ``bias_se``, ``std``,
       ``cost``, ``var_cost``, ``mse``, ``capped_frac``, ``n_samples``, ``reference``,
-      ``dim`` and ``batch``. See the module docstring for the definitions.
+      ``dim``, ``batch`` and ``ref_mean`` (the mean reference log-det). See the module docstring for the definitions.
     """
     check_choice("reference", reference, REFERENCES)
     n_samples = check_positive_int("n_samples", n_samples)
@@ -292,6 +292,7 @@ def estimator_study(
         ref = vals.mean(0)
         ref_var_of_mean = float(vals.mean(1).var(ddof=1) / n_ref_samples)
 
+    common["ref_mean"] = float(np.mean(ref))
     records = []
     for i, cfg in enumerate(configs):
         if cfg.estimator == "exact":
