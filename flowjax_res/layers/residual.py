@@ -45,7 +45,7 @@ from flowjax_res.layers.lipschitz import LipschitzConv, LipschitzDense
 from flowjax_res.ops.activations import activation_names
 from flowjax_res.ops.fixed_point import METHODS as INVERSE_METHODS
 from flowjax_res.ops.fixed_point import fixed_point_inverse
-from flowjax_res.ops.logdet import ESTIMATORS, GRADIENTS, residual_logdet_with_info
+from flowjax_res.ops.logdet import ESTIMATORS, GRADIENTS, residual_forward_with_info
 from flowjax_res.ops.probes import PROBE_KINDS
 from flowjax_res.ops.roulette import ROULETTE_DISTS
 
@@ -339,8 +339,7 @@ def _forward_core(graphdef, cfg: LogDetConfig, with_info: bool, state, x, key):
     eq. 6 via :func:`residual_logdet_with_info`), jitted per (graph, settings) so that
     eager calls compile once; inlined inside an outer jit or transformation."""
     g_pure = _pure_fn(graphdef)
-    log_det, info = residual_logdet_with_info(g_pure, state, x, key, **cfg.kwargs())
-    y = x + g_pure(state, x)
+    y, log_det, info = residual_forward_with_info(g_pure, state, x, key, **cfg.kwargs())
     return y, log_det, (info if with_info else None)
 
 

@@ -8,8 +8,14 @@ from flowjax_res.ops.roulette import (
     sample_geometric,
     sample_poisson,
 )
-from flowjax_res.ops.logdet import exact_residual_logdet, residual_logdet, residual_logdet_with_info
-from flowjax_res.ops.neumann import neumann_surrogate, neumann_surrogate_grad, with_neumann_gradient
+from flowjax_res.ops.logdet import exact_residual_logdet, residual_forward_with_info, residual_logdet, residual_logdet_with_info
+from flowjax_res.ops.neumann import (
+    neumann_joint_grad,
+    neumann_surrogate,
+    neumann_surrogate_grad,
+    with_neumann_gradient,
+    with_neumann_gradient_joint,
+)
 from flowjax_res.ops.power_iteration import (
     conv_apply,
     conv_output_shape,

@@ -51,7 +51,7 @@ from flowjax_res._checks import (
     check_positive,
     check_positive_int,
 )
-from flowjax_res.ops.neumann import with_neumann_gradient
+from flowjax_res.ops.neumann import with_neumann_gradient, with_neumann_gradient_joint
 from flowjax_res.ops.probes import PROBE_KINDS, hutchinson_probes
 from flowjax_res.ops.roulette import ROULETTE_DISTS, roulette_sample, roulette_survival
 
@@ -97,7 +97,7 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
       ``(log_det (B,), w or None)``.
     """
     n_probes = v.shape[0]
-    _, vjp_fn = jax.vjp(lambda z: g(params, z), x)
+    gx, vjp_fn = jax.vjp(lambda z: g(params, z), x)
     vjp_probes = jax.vmap(lambda u: vjp_fn(u)[0])
     axes = tuple(range(2, v.ndim))
     dtype = v.dtype
@@ -139,7 +139,7 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
         (_, ld, w), _ = lax.scan(scan_body, (v, ld0, w0), ks)
     if need_w:
         w = w / n_probes
-    return ld, w
+    return gx, ld, w
 
 
 def _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms):
@@ -166,6 +166,83 @@ def _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe,
         raise TypeError(f"x must have a floating dtype, got {x.dtype}")
     if estimator != "exact" and key is None:
         raise ValueError(f"key must be a jax.random key for estimator={estimator!r} (only 'exact' is deterministic), got None")
+
+
+def _residual_core(
+    with_gx: bool,
+    g: Callable,
+    params,
+    x: jax.Array,
+    key: jax.Array | None,
+    *,
+    estimator: str = "roulette",
+    n_terms: int = 10,
+    dist: str = "geometric",
+    p: float = 0.5,
+    lam: float = 2.0,
+    n_exact_terms: int = 2,
+    probe: str = "gaussian",
+    n_probes: int = 1,
+    gradient: str = "neumann_bif",
+    share_terms: bool = True,
+    max_terms: int = 64,
+):
+    """``(g(x) or None, log_det, info)``; see :func:`residual_logdet_with_info`."""
+    _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms)
+    batch = x.shape[0]
+    if estimator == "exact":
+        ld = exact_residual_logdet(g, params, x)
+        zero = jnp.int32(0)
+        info = dict(
+            n_terms=zero, n_vjp=zero, n_terms_per_example=jnp.zeros((batch,), jnp.int32),
+            capped=jnp.bool_(False), finite=jnp.isfinite(ld),
+        )
+        return (g(params, x) if with_gx else None), ld, info
+
+    dtype = x.dtype
+    if estimator == "series":
+        key_v = key
+        n_total = jnp.int32(n_terms)
+        capped = jnp.bool_(False)
+        weight = lambda k: jnp.ones((), dtype)  # noqa: E731
+        n_loop_autodiff, masked = n_terms, False
+    else:
+        key_n, key_v = jax.random.split(key)
+        n_draw = roulette_sample(key_n, dist, p=p, lam=lam, shape=() if share_terms else (batch,))
+        n_total = jnp.minimum(n_exact_terms + n_draw, max_terms).astype(jnp.int32)
+        capped = jnp.any(n_exact_terms + n_draw > max_terms)
+
+        def weight(k):
+            return 1.0 / roulette_survival(k - n_exact_terms, dist, p=p, lam=lam, dtype=dtype)
+
+        n_loop_autodiff, masked = max_terms, True
+
+    v = hutchinson_probes(key_v, x.shape, kind=probe, n_probes=n_probes, dtype=dtype)
+
+    if gradient == "autodiff":
+        gx, ld, _ = _power_series(g, params, x, v, n_total, weight, n_loop=n_loop_autodiff, masked_scan=masked, need_w=False)
+    else:
+        n_loop = n_terms if estimator == "series" else None
+
+        def estimate(params, x, v, n_total):
+            return _power_series(g, params, x, v, n_total, weight, n_loop=n_loop, masked_scan=False, need_w=True)
+
+        if with_gx:
+            gx, ld = with_neumann_gradient_joint(estimate, g, params, x, v, n_total, mode=gradient)
+        else:
+            ld = with_neumann_gradient(lambda *a: estimate(*a)[1:], g, params, x, v, n_total, mode=gradient)
+
+    n_loop_terms = jnp.max(n_total).astype(jnp.int32)
+    info = dict(
+        n_terms=n_loop_terms,
+        n_vjp=n_loop_terms * jnp.int32(n_probes),
+        n_terms_per_example=jnp.broadcast_to(n_total, (batch,)).astype(jnp.int32),
+        capped=capped,
+        finite=jnp.isfinite(ld),
+    )
+    return (gx if with_gx else None), ld, info
+
+
 
 
 def residual_logdet_with_info(
@@ -224,56 +301,33 @@ def residual_logdet_with_info(
     The number of terms is random under ``jax.jit`` without recompiling: it is a traced
     loop bound (``lax.while_loop``) or a mask over a static ``max_terms`` scan.
     """
-    _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms)
-    batch = x.shape[0]
-    if estimator == "exact":
-        ld = exact_residual_logdet(g, params, x)
-        zero = jnp.int32(0)
-        info = dict(
-            n_terms=zero, n_vjp=zero, n_terms_per_example=jnp.zeros((batch,), jnp.int32),
-            capped=jnp.bool_(False), finite=jnp.isfinite(ld),
-        )
-        return ld, info
-
-    dtype = x.dtype
-    if estimator == "series":
-        key_v = key
-        n_total = jnp.int32(n_terms)
-        capped = jnp.bool_(False)
-        weight = lambda k: jnp.ones((), dtype)  # noqa: E731
-        n_loop_autodiff, masked = n_terms, False
-    else:
-        key_n, key_v = jax.random.split(key)
-        n_draw = roulette_sample(key_n, dist, p=p, lam=lam, shape=() if share_terms else (batch,))
-        n_total = jnp.minimum(n_exact_terms + n_draw, max_terms).astype(jnp.int32)
-        capped = jnp.any(n_exact_terms + n_draw > max_terms)
-
-        def weight(k):
-            return 1.0 / roulette_survival(k - n_exact_terms, dist, p=p, lam=lam, dtype=dtype)
-
-        n_loop_autodiff, masked = max_terms, True
-
-    v = hutchinson_probes(key_v, x.shape, kind=probe, n_probes=n_probes, dtype=dtype)
-
-    if gradient == "autodiff":
-        ld, _ = _power_series(g, params, x, v, n_total, weight, n_loop=n_loop_autodiff, masked_scan=masked, need_w=False)
-    else:
-        n_loop = n_terms if estimator == "series" else None
-
-        def estimate(params, x, v, n_total):
-            return _power_series(g, params, x, v, n_total, weight, n_loop=n_loop, masked_scan=False, need_w=True)
-
-        ld = with_neumann_gradient(estimate, g, params, x, v, n_total, mode=gradient)
-
-    n_loop_terms = jnp.max(n_total).astype(jnp.int32)
-    info = dict(
-        n_terms=n_loop_terms,
-        n_vjp=n_loop_terms * jnp.int32(n_probes),
-        n_terms_per_example=jnp.broadcast_to(n_total, (batch,)).astype(jnp.int32),
-        capped=capped,
-        finite=jnp.isfinite(ld),
+    _, ld, info = _residual_core(
+        False, g, params, x, key, estimator=estimator, n_terms=n_terms, dist=dist, p=p, lam=lam,
+        n_exact_terms=n_exact_terms, probe=probe, n_probes=n_probes, gradient=gradient,
+        share_terms=share_terms, max_terms=max_terms,
     )
     return ld, info
+
+
+def residual_forward_with_info(
+    g: Callable,
+    params,
+    x: jax.Array,
+    key: jax.Array | None,
+    **kwargs,
+) -> tuple[jax.Array, jax.Array, dict]:
+    """The residual map ``y = x + g(x)`` and its log-det estimate in one pass:
+    ``(y, log_det, info)``; keyword arguments as :func:`residual_logdet_with_info`.
+
+    Cheaper than calling ``g`` and :func:`residual_logdet` separately: ``g(x)`` is the
+    primal output of the linearisation the series needs anyway, and with the Neumann
+    gradients one backward pass serves both outputs (the cotangent of ``y`` rides in the
+    same forward-over-reverse sweep that turns the Neumann rows into parameter
+    gradients; :func:`flowjax_res.ops.neumann.with_neumann_gradient_joint`), so
+    ``g`` is linearised once in the backward pass instead of twice.
+    """
+    gx, ld, info = _residual_core(True, g, params, x, key, **kwargs)
+    return x + gx, ld, info
 
 
 def residual_logdet(

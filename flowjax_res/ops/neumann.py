@@ -154,3 +154,82 @@ def with_neumann_gradient(
 
     logdet.defvjp(fwd, bwd)
     return logdet(params, x, v, aux)
+
+
+def neumann_joint_grad(
+    g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Array, ct: jax.Array, g_bar: jax.Array
+) -> tuple:
+    """``vjp`` of ``(g(x), F)`` for cotangents ``(g_bar, ct)`` in one forward-over-reverse sweep.
+
+    The pullback ``P_z(c) = ∂/∂(θ, z) <c, g(θ, z)>`` is linear in ``c``, so with
+    ``T(ε) = P_{x + ε v}(ct ⊙ w + ε g_bar)``
+
+        T'(0) = ∂/∂ε P_{x+εv}(ct ⊙ w) + P_x(g_bar) = Σ_b ct_b ∇F_b + vjp(g)(g_bar):
+
+    a single ``jax.jvp`` of the pullback, tangent ``(v, g_bar)``, gives the Neumann
+    gradient of the log-det (Chen et al., 2019, eq. 8) *and* the ordinary gradient
+    through ``g(x)``. With ``P`` probes, each carries ``g_bar / P``.
+
+    Returns:
+      ``(d_params, d_x)``.
+    """
+    n_probes = v.shape[0]
+    w = w * ct.reshape(ct.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
+    g_share = (g_bar / n_probes).astype(w.dtype)
+
+    def one_probe(vp, wp):
+        def pullback_at(z, c):
+            return jax.vjp(g, params, z)[1](c)
+
+        return jax.jvp(pullback_at, (x, wp), (vp, g_share))[1]
+
+    grads = jax.vmap(one_probe)(v, w)
+    return jax.tree.map(lambda a: jnp.sum(a, axis=0), grads)
+
+
+def with_neumann_gradient_joint(
+    estimate: Callable,
+    g: Callable,
+    params,
+    x: jax.Array,
+    v: jax.Array,
+    aux,
+    *,
+    mode: str = "neumann_bif",
+) -> tuple[jax.Array, jax.Array]:
+    """Like :func:`with_neumann_gradient`, but returns ``(g(x), log_det)`` from one
+    ``custom_vjp``: ``estimate(params, x, v, aux) -> (g(x), log_det, w)``.
+
+    The backward pass serves both cotangents with :func:`neumann_joint_grad` (mode
+    ``"neumann_bif"``: only ``(params, x, v, w)`` are kept) or with the kept
+    linearisation of ``(g, F)`` (mode ``"neumann"``). Exact for any per-example
+    cotangent of the log-det and any cotangent of ``g(x)``.
+    """
+    check_choice("mode", mode, NEUMANN_MODES)
+
+    @jax.custom_vjp
+    def joint(params, x, v, aux):
+        gx, value, _ = estimate(params, x, v, aux)
+        return gx, value
+
+    def fwd(params, x, v, aux):
+        gx, value, w = estimate(params, x, v, aux)
+        if mode == "neumann":
+            pullback = jax.vjp(lambda p, z: (g(p, z), neumann_surrogate(g, p, z, v, w)), params, x)[1]
+            return (gx, value), (pullback,)
+        return (gx, value), (params, x, v, w)
+
+    def bwd(res, cts):
+        g_bar, ct = cts
+        if mode == "neumann":
+            (pullback,) = res
+            d_params, d_x = pullback((g_bar, ct))
+        else:
+            # See with_neumann_gradient: keep XLA from merging this re-linearisation with
+            # the forward loop's (which would keep the forward's activations alive).
+            params, x, v, w = lax.optimization_barrier(res)
+            d_params, d_x = neumann_joint_grad(g, params, x, v, w, ct, g_bar)
+        return d_params, d_x, None, None
+
+    joint.defvjp(fwd, bwd)
+    return joint(params, x, v, aux)
