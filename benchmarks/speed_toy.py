@@ -1,0 +1,153 @@
+"""Time one training step of a dense Residual Flow on 2-D data: ours (JAX, jitted)
+against the same configuration in the `normflows` PyTorch package, side by side in
+one run (issue: models/training, acceptance 5).
+
+Configurations (Chen et al. 2019 toy settings):
+  small : 8 blocks of 2-128-128-2, batch 256
+  paper : 100 blocks of 2-128-128-128-128-2, batch 500
+both with LipSwish, coeff 0.98, unbiased Russian roulette (geometric p=0.5, 2 exact
+terms in normflows' convention = 3 in ours, one count shared by the batch), one Gaussian probe, Neumann gradient with
+backward-in-forward, one power iteration per step, Adam(beta2=0.99), no ActNorm.
+
+The peer runs in a separate environment (torch CPU + normflows, never a dependency of
+the package): create it with
+
+    python3 -m venv benchmarks/.venv-peers
+    benchmarks/.venv-peers/bin/pip install torch==2.13.0 normflows
+
+Rounds alternate ours / peer so that machine noise hits both; the table reports the
+median step time of each and the ratio. Our FLOPs per step come from XLA's cost
+analysis of the compiled step.
+
+    python benchmarks/speed_toy.py [--rounds 3] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flowjax_res.flows.builders import dense_residual_flow
+from flowjax_res.train.config import TrainConfig
+from flowjax_res.train.optim import make_optimizer
+from flowjax_res.train.state import create_train_state
+from flowjax_res.train.step import make_train_step
+
+HERE = pathlib.Path(__file__).resolve().parent
+PEER_PY = HERE / ".venv-peers" / "bin" / "python"
+# normflows draws its roulette count N on {1, 2, ...} (numpy's geometric) and always
+# evaluates n_exact_terms + N terms, so its "n_exact_terms=2" is our n_exact_terms=3 (N on
+# {0, 1, ...}): the same estimator and the same expected number of terms (4); see
+# benchmarks/crosscheck_normflows.py.
+N_EXACT_MATCHED = 3
+CONFIGS = {
+    "small": dict(n_blocks=8, hidden=(128, 128), batch=256),
+    "paper": dict(n_blocks=100, hidden=(128, 128, 128, 128), batch=500),
+}
+
+
+def build_ours(n_blocks, hidden, batch, seed=0):
+    model = dense_residual_flow(
+        2, n_blocks=n_blocks, hidden=hidden, activation="lipswish", coeff=0.98, actnorm=False,
+        rngs=nnx.Rngs(seed), estimator="roulette", dist="geometric", p=0.5, n_exact_terms=N_EXACT_MATCHED,
+        gradient="neumann_bif", n_probes=1,
+    )
+    cfg = TrainConfig(lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0)
+    tx, schedule = make_optimizer(cfg)
+    graphdef, state = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False)
+    step = jax.jit(step, donate_argnums=0)
+    return step, state
+
+
+def time_ours(step, state, batch, n_steps, warmup=3, seed=1):
+    key = jax.random.key(seed)
+    times = []
+    for i in range(warmup + n_steps):
+        kx, kstep = jax.random.split(jax.random.fold_in(key, i))
+        x = 2.0 * jax.random.normal(kx, (batch, 2))
+        x.block_until_ready()
+        t0 = time.perf_counter()
+        state, metrics = step(state, x, kstep)
+        jax.block_until_ready(metrics["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return state, times
+
+
+def flops_of(step, state, batch):
+    x = jnp.zeros((batch, 2))
+    compiled = jax.jit(step.__wrapped__ if hasattr(step, "__wrapped__") else step).lower(
+        state, x, jax.random.key(0)).compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+
+
+def time_peer(n_blocks, hidden, batch, n_steps, threads):
+    cmd = [str(PEER_PY), str(HERE / "peers" / "normflows_step.py"), "--n-blocks", str(n_blocks),
+           "--hidden", "-".join(map(str, hidden)), "--batch", str(batch), "--steps", str(n_steps),
+           "--threads", str(threads), "--coeff", "0.98", "--power-iters", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="small,paper")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--out", default=str(HERE / "results" / "speed_toy.json"))
+    args = ap.parse_args()
+    if not PEER_PY.exists():
+        sys.exit(f"speed_toy: peer environment missing at {PEER_PY}; see the module docstring")
+
+    rows = []
+    for name in args.configs.split(","):
+        c = CONFIGS[name]
+        step, state = build_ours(c["n_blocks"], c["hidden"], c["batch"])
+        t0 = time.perf_counter()
+        state, _ = time_ours(step, state, c["batch"], 1, warmup=0)
+        compile_s = time.perf_counter() - t0
+        ours, peer = [], []
+        peer_info = {}
+        for _ in range(args.rounds):
+            state, t = time_ours(step, state, c["batch"], args.steps)
+            ours += t
+            peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
+            peer += peer_info["step_s"]
+        n_params = sum(x.size for x in jax.tree.leaves(state.params))
+        row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
+                   ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer),
+                   ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
+                   peer=f"normflows {peer_info.get('torch')}")
+        row["speedup"] = row["peer_ms"] / row["ours_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    lines = ["| config | blocks | hidden | batch | ours (ms/step) | normflows (ms/step) | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['n_blocks']} | {'-'.join(map(str, [2, *r['hidden'], 2]))} | {r['batch']} "
+                     f"| {r['ours_ms']:.2f} | {r['peer_ms']:.2f} | {r['speedup']:.2f}x |")
+    print("\n".join(lines))
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
+                rounds=args.rounds, steps=args.steps)
+    pathlib.Path(args.out).write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+
+
+if __name__ == "__main__":
+    main()
