@@ -81,13 +81,22 @@ def neumann_surrogate_grad(
     Returns:
       ``(d_params, d_x)`` with the structure of ``params`` and the shape of ``x``.
     """
+    return _pullback_sweep(g, params, x, v, w, ct, None)
+
+
+def _pullback_sweep(g, params, x, v, w, ct, g_bar):
+    """``Σ_p ∂/∂ε P_{x+ε v_p}(ct ⊙ w_p + ε g_bar / P)`` (see :func:`neumann_joint_grad`);
+    ``g_bar=None`` drops the second term (no tangent on the cotangent argument)."""
+    n_probes = v.shape[0]
     w = w * ct.reshape(ct.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
 
-    def one_probe(vp, wp):
-        def pullback_at(z):
-            return jax.vjp(g, params, z)[1](wp)
+    def pullback_at(z, c):
+        return jax.vjp(g, params, z)[1](c)
 
-        return jax.jvp(pullback_at, (x,), (vp,))[1]
+    def one_probe(vp, wp):
+        if g_bar is None:
+            return jax.jvp(lambda z: pullback_at(z, wp), (x,), (vp,))[1]
+        return jax.jvp(pullback_at, (x, wp), (vp, (g_bar / n_probes).astype(w.dtype)))[1]
 
     grads = jax.vmap(one_probe)(v, w)
     return jax.tree.map(lambda a: jnp.sum(a, axis=0), grads)
@@ -173,18 +182,7 @@ def neumann_joint_grad(
     Returns:
       ``(d_params, d_x)``.
     """
-    n_probes = v.shape[0]
-    w = w * ct.reshape(ct.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
-    g_share = (g_bar / n_probes).astype(w.dtype)
-
-    def one_probe(vp, wp):
-        def pullback_at(z, c):
-            return jax.vjp(g, params, z)[1](c)
-
-        return jax.jvp(pullback_at, (x, wp), (vp, g_share))[1]
-
-    grads = jax.vmap(one_probe)(v, w)
-    return jax.tree.map(lambda a: jnp.sum(a, axis=0), grads)
+    return _pullback_sweep(g, params, x, v, w, ct, g_bar)
 
 
 def with_neumann_gradient_joint(
