@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flowjax_res.ops.autoregressive_conv import autoregressive_mask  # noqa: E402
 from flowjax_res.ops.emerging_conv import emerging_conv, emerging_conv_inverse  # noqa: E402
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def sequential_solve(y: np.ndarray, kernel: np.ndarray, orientation: str) -> np.ndarray:
@@ -65,13 +65,6 @@ def sequential_emerging_inverse(z: np.ndarray, k1: np.ndarray, k2: np.ndarray) -
     return sequential_solve(sequential_solve(z, k2, "anticausal"), k1, "causal")
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -101,10 +94,10 @@ def main() -> None:
     t0 = time.perf_counter()
     x_ours = inv(zj, k1j, k2j).block_until_ready()
     compile_s = time.perf_counter() - t0
-    ours_s = _median_time(lambda: inv(zj, k1j, k2j).block_until_ready(), args.repeats)
+    ours_s = median_time(lambda: inv(zj, k1j, k2j).block_until_ready(), args.repeats, warmup=0)
 
     x_ref = sequential_emerging_inverse(z.astype(np.float64), k1.astype(np.float64), k2.astype(np.float64))
-    ref_s = _median_time(lambda: sequential_emerging_inverse(z, k1, k2), args.ref_repeats)
+    ref_s = median_time(lambda: sequential_emerging_inverse(z, k1, k2), args.ref_repeats, warmup=0)
 
     err_ours = float(np.max(np.abs(np.asarray(x_ours) - x)))
     err_vs_ref = float(np.max(np.abs(np.asarray(x_ours) - x_ref)))

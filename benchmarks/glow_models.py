@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,18 +28,11 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flowjax_res.flows.glow import PERMUTATIONS, count_params, glow, match_hidden_channels  # noqa: E402
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 DECOMP = {"1x1": "qr", "emerging": "qr"}
 
 
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm (compile)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -84,8 +75,8 @@ def main() -> None:
             return nnx.merge(graphdef, params, rest).sample(key, args.batch)
 
         key = jax.random.key(2)
-        t_step = _median_time(lambda: loss_grad(params, key), args.repeats)
-        t_sample = _median_time(lambda: sample(params, key), args.repeats)
+        t_step = median_time(lambda: loss_grad(params, key), args.repeats)
+        t_sample = median_time(lambda: sample(params, key), args.repeats)
         rows_small.append(dict(permutation=perm, decomposition=dec, params=count_params(dist),
                                step_ms=1e3 * t_step, sample_ms=1e3 * t_sample))
         print(f"small {perm}: step {1e3 * t_step:.1f} ms, sample {1e3 * t_sample:.1f} ms", file=sys.stderr)

@@ -16,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,16 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from flowjax_res.ops.periodic_conv import periodic_conv, periodic_conv_inverse, periodic_conv_logdet  # noqa: E402
+from _timing import median_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -69,10 +60,10 @@ def main() -> None:
         dense_inv = jax.jit(lambda mat, y: jnp.linalg.solve(mat, y.reshape(b, -1).T).T.reshape(y.shape))
         mat = jax.jit(dense_matrix)(kernel).block_until_ready()
 
-        t_ours_ld = _median_time(lambda: ours_ld(kernel).block_until_ready(), args.repeats)
-        t_dense_ld = _median_time(lambda: dense_ld(kernel).block_until_ready(), args.repeats)
-        t_ours_inv = _median_time(lambda: ours_inv(y, kernel).block_until_ready(), args.repeats)
-        t_dense_inv = _median_time(lambda: dense_inv(mat, y).block_until_ready(), args.repeats)
+        t_ours_ld = median_time(lambda: ours_ld(kernel).block_until_ready(), args.repeats)
+        t_dense_ld = median_time(lambda: dense_ld(kernel).block_until_ready(), args.repeats)
+        t_ours_inv = median_time(lambda: ours_inv(y, kernel).block_until_ready(), args.repeats)
+        t_dense_inv = median_time(lambda: dense_inv(mat, y).block_until_ready(), args.repeats)
 
         with jax.enable_x64(True):
             ref_ld = float(np.linalg.slogdet(np.asarray(mat, np.float64))[1])
