@@ -63,6 +63,10 @@ MODELS = ("resflow", "iresnet")
 PRESET_NAMES = ("tiny", "small", "paper")
 
 
+# The flat estimator fields of the configs below, passed to LogDetConfig under the same names.
+_LOGDET_FIELDS = ("estimator", "n_terms", "dist", "p", "lam", "n_exact_terms", "probe", "n_probes", "gradient")
+
+
 @dataclasses.dataclass(frozen=True)
 class _BlockFields:
     """Residual-block settings shared by image and dense flows.
@@ -101,10 +105,7 @@ class _BlockFields:
         """The training log-det settings."""
         if self.logdet is not None:
             return self.logdet if isinstance(self.logdet, LogDetConfig) else LogDetConfig(**self.logdet)
-        return LogDetConfig(
-            estimator=self.estimator, n_terms=self.n_terms, dist=self.dist, p=self.p, lam=self.lam,
-            n_exact_terms=self.n_exact_terms, probe=self.probe, n_probes=self.n_probes, gradient=self.gradient,
-        )
+        return LogDetConfig(**{name: getattr(self, name) for name in _LOGDET_FIELDS})
 
     def block_kwargs(self) -> dict[str, Any]:
         return dict(
