@@ -54,6 +54,7 @@ import jax
 from flax import nnx
 
 from flowjax_res._checks import check_choice, check_positive_int
+from flowjax_res.flows.builders import _image_shape
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
@@ -154,16 +155,6 @@ def glow_config(preset: str = "small", **overrides) -> GlowConfig:
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for 'glow'; allowed: {sorted(allowed)}")
     return GlowConfig(**{**GLOW_PRESETS[preset], **overrides})
-
-
-def _image_shape(input_shape) -> tuple[int, int, int]:
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be an (H, W, C) tuple, got {input_shape!r}") from None
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be an (H, W, C) image shape, got {input_shape!r}")
-    return tuple(check_positive_int("input_shape", s) for s in shape)
 
 
 def glow_split_order(channels: int) -> list[int]:
