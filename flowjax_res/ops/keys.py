@@ -1,0 +1,131 @@
+"""Random keys for a whole batch or one per example.
+
+Every stochastic part of a flow (dequantisation noise, Hutchinson probes, roulette
+counts) accepts either
+
+- one key for the whole batch (shape ``()``), from which batch-shaped noise is drawn, or
+- one key per example (shape ``(B,)``, the leading batch axis of the data), from which
+  example ``i``'s noise is drawn with its own key ``key[i]`` only.
+
+Per-example keys make every example's random numbers a function of that example's key
+alone: with keys derived from ``(seed, step, global example index)``
+(:func:`per_example_keys`), a training step gives the same numbers whatever the batch is
+split into (devices, hosts, micro-batches). The helpers here dispatch on the key's shape so
+that layers need not know which kind they were given. Keys are typed keys
+(``jax.random.key``); legacy ``uint32[2]`` keys are rejected because their shape is
+ambiguous.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "is_per_example",
+    "per_example_keys",
+    "split_key",
+    "fold_in_key",
+    "batch_key",
+    "random_normal",
+    "random_uniform",
+    "random_rademacher",
+]
+
+
+def _check_typed(key: jax.Array, name: str = "key") -> None:
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        raise TypeError(
+            f"{name} must be a typed jax.random key (jax.random.key(seed)) or an array of them, "
+            f"got dtype {getattr(key, 'dtype', type(key))}"
+        )
+    if key.ndim > 1:
+        raise ValueError(f"{name} must have shape () or (batch,), got {key.shape}")
+
+
+def is_per_example(key: jax.Array) -> bool:
+    """Whether ``key`` holds one key per example (shape ``(B,)``)."""
+    _check_typed(key)
+    return key.ndim == 1
+
+
+def per_example_keys(key: jax.Array, n: int, offset: jax.Array | int = 0) -> jax.Array:
+    """Keys ``fold_in(key, offset + i)`` for ``i = 0..n-1``: example ``offset + i``'s key.
+
+    With ``key`` the key of a training step and ``offset`` the global index of the first
+    example, every example's key depends only on ``(key, global index)``.
+    """
+    _check_typed(key)
+    if key.ndim != 0:
+        raise ValueError(f"key must be a single key (shape ()), got shape {key.shape}")
+    idx = jnp.asarray(offset, jnp.uint32) + jnp.arange(n, dtype=jnp.uint32)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+
+
+def split_key(key: jax.Array, n: int) -> jax.Array:
+    """``n`` independent keys of the same kind as ``key``, stacked on a new leading axis.
+
+    A single key gives ``jax.random.split(key, n)`` (shape ``(n,)``); per-example keys of
+    shape ``(B,)`` give shape ``(n, B)``: entry ``[j, i]`` is the ``j``-th key split from
+    example ``i``'s key.
+    """
+    _check_typed(key)
+    if key.ndim == 0:
+        return jax.random.split(key, n)
+    return jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(key), 0, 1)
+
+
+def fold_in_key(key: jax.Array, data: int) -> jax.Array:
+    """``jax.random.fold_in`` applied to a single key or to every per-example key."""
+    _check_typed(key)
+    if key.ndim == 0:
+        return jax.random.fold_in(key, data)
+    return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
+
+
+def batch_key(key: jax.Array) -> jax.Array:
+    """One key for a quantity drawn once per batch (e.g. a shared roulette count).
+
+    A single key is returned as is; from per-example keys, a key derived from the first
+    example's key (so it depends on the data's order, not on how the batch is split).
+    """
+    _check_typed(key)
+    if key.ndim == 0:
+        return key
+    return jax.random.fold_in(key[0], 0x0BA7C4)
+
+
+def _check_batch(key: jax.Array, shape: tuple[int, ...], batch_axis: int) -> None:
+    if len(shape) <= batch_axis or shape[batch_axis] != key.shape[0]:
+        raise ValueError(
+            f"per-example key has batch size {key.shape[0]} but the requested shape {tuple(shape)} has "
+            f"{'no axis ' + str(batch_axis) if len(shape) <= batch_axis else shape[batch_axis]} on axis {batch_axis}"
+        )
+
+
+def _draw(fn, key: jax.Array, shape: tuple[int, ...], batch_axis: int, **kw) -> jax.Array:
+    _check_typed(key)
+    shape = tuple(int(s) for s in shape)
+    if key.ndim == 0:
+        return fn(key, shape, **kw)
+    _check_batch(key, shape, batch_axis)
+    one = shape[:batch_axis] + shape[batch_axis + 1 :]
+    out = jax.vmap(lambda k: fn(k, one, **kw))(key)
+    return jnp.moveaxis(out, 0, batch_axis)
+
+
+def random_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, *, batch_axis: int = 0) -> jax.Array:
+    """Standard normal noise of ``shape``; with per-example keys, slice ``i`` along
+    ``batch_axis`` is drawn from ``key[i]`` alone."""
+    return _draw(jax.random.normal, key, shape, batch_axis, dtype=dtype)
+
+
+def random_uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, *, batch_axis: int = 0) -> jax.Array:
+    """``U[0, 1)`` noise of ``shape``; per-example keys as in :func:`random_normal`."""
+    return _draw(jax.random.uniform, key, shape, batch_axis, dtype=dtype)
+
+
+def random_rademacher(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, *, batch_axis: int = 0) -> jax.Array:
+    """±1 noise of ``shape``; per-example keys as in :func:`random_normal`."""
+    return _draw(jax.random.rademacher, key, shape, batch_axis, dtype=dtype)
