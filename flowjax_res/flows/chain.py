@@ -14,15 +14,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax_res._checks import check_shape
+from flowjax_res.ops.keys import split_key
 
 __all__ = ["Flow", "split_keys"]
 
 
 def split_keys(key: jax.Array | None, n: int) -> list[jax.Array | None]:
-    """``n`` independent keys from ``key`` (``[None] * n`` when ``key`` is ``None``)."""
+    """``n`` independent keys from ``key`` (``[None] * n`` when ``key`` is ``None``);
+    per-example keys (shape ``(B,)``) give ``n`` per-example keys (each example's from its
+    own key, :func:`flowjax_res.ops.keys.split_key`)."""
     if key is None:
         return [None] * n
-    return list(jax.random.split(key, n)) if n else []
+    return list(split_key(key, n)) if n else []
 
 
 def _check_bijector(i: int, layer) -> None:

@@ -30,6 +30,7 @@ from flax import nnx
 
 from flowjax_res._checks import check_shape
 from flowjax_res.flows.chain import split_keys
+from flowjax_res.ops.keys import fold_in_key
 from flowjax_res.layers.squeeze import Squeeze, squeeze_shape
 
 __all__ = ["MultiScale", "multiscale_shapes"]
@@ -139,7 +140,7 @@ class MultiScale(nnx.Module):
         n = len(self.stages) - 1
         if self.split_layers is None or key is None:
             return [None] * n
-        return split_keys(jax.random.fold_in(key, 0x5171), n)
+        return split_keys(fold_in_key(key, 0x5171), n)
 
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(z, log_det)``, ``z`` flat of size ``prod(input_shape)``."""

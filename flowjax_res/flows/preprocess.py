@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax_res._checks import check_open_interval, check_positive_int
+from flowjax_res.ops.keys import random_uniform
 
 __all__ = ["Dequantize", "Scale", "Logit"]
 
@@ -66,7 +67,7 @@ class Dequantize(nnx.Module):
         if key is None:
             raise ValueError("Dequantize.forward needs a key (key=None given): the noise u ~ U[0,1) is drawn from it")
         x = _as_float(x)
-        u = jax.random.uniform(key, x.shape, x.dtype)
+        u = random_uniform(key, x.shape, x.dtype)
         return x + u, jnp.zeros((x.shape[0],), x.dtype)
 
     def inverse(self, y: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

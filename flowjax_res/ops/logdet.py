@@ -52,6 +52,7 @@ from flowjax_res._checks import (
     check_positive_int,
 )
 from flowjax_res.ops.neumann import with_neumann_gradient, with_neumann_gradient_joint
+from flowjax_res.ops.keys import batch_key, is_per_example, split_key
 from flowjax_res.ops.probes import PROBE_KINDS, hutchinson_probes
 from flowjax_res.ops.roulette import ROULETTE_DISTS, roulette_sample, roulette_survival
 
@@ -207,8 +208,13 @@ def _residual_core(
         weight = lambda k: jnp.ones((), dtype)  # noqa: E731
         n_loop_autodiff, masked = n_terms, False
     else:
-        key_n, key_v = jax.random.split(key)
-        n_draw = roulette_sample(key_n, dist, p=p, lam=lam, shape=() if share_terms else (batch,))
+        key_n, key_v = split_key(key, 2)
+        if share_terms:
+            n_draw = roulette_sample(batch_key(key_n), dist, p=p, lam=lam)
+        elif is_per_example(key_n):
+            n_draw = jax.vmap(lambda k: roulette_sample(k, dist, p=p, lam=lam))(key_n)
+        else:
+            n_draw = roulette_sample(key_n, dist, p=p, lam=lam, shape=(batch,))
         n_total = jnp.minimum(n_exact_terms + n_draw, max_terms).astype(jnp.int32)
         capped = jnp.any(n_exact_terms + n_draw > max_terms)
 

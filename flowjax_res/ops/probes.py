@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from flowjax_res._checks import check_choice, check_positive_int
+from flowjax_res.ops.keys import random_normal, random_rademacher
 
 PROBE_KINDS = ("gaussian", "rademacher")
 
@@ -28,7 +29,8 @@ def hutchinson_probes(
     """Draw ``n_probes`` independent trace probes of ``shape``.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key, or one key per example (shape ``(shape[0],)``): then
+        example ``i``'s probes are drawn from ``key[i]`` alone (see :mod:`flowjax_res.ops.keys`).
       shape: the shape of one probe, typically ``x.shape`` of a batch, so that every
         example gets its own independent probe.
       kind: ``"gaussian"`` (standard normal entries) or ``"rademacher"`` (±1 entries).
@@ -42,6 +44,5 @@ def hutchinson_probes(
     check_choice("kind", kind, PROBE_KINDS)
     n_probes = check_positive_int("n_probes", n_probes)
     full = (n_probes, *tuple(int(s) for s in shape))
-    if kind == "gaussian":
-        return jax.random.normal(key, full, dtype=dtype)
-    return jax.random.rademacher(key, full, dtype=dtype)
+    draw = random_normal if kind == "gaussian" else random_rademacher
+    return draw(key, full, dtype, batch_axis=1)
