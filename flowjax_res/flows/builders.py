@@ -44,6 +44,7 @@ from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import DiagonalGaussian, FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
 from flowjax_res.flows.preprocess import Dequantize, Logit, Scale
+from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
 
@@ -235,10 +236,25 @@ def _image_shape(input_shape) -> tuple[int, int, int]:
     return tuple(check_positive_int("input_shape", s) for s in shape)
 
 
-def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs) -> list:
+def _dense_stack(
+    dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs, *, scan: bool = False
+) -> list:
+    """``[ActNorm] + [ResidualBlock.dense, ActNorm] x n_blocks`` (ActNorms if ``cfg.actnorm``);
+    with ``scan`` the repeated part is one :class:`ResidualStack` of the identical units
+    (the same parameters, drawn in the same order from ``rngs``)."""
+
+    def block():
+        return ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs())
+
+    def unit():
+        return Flow([block(), ActNorm(dim)]) if cfg.actnorm else block()
+
     layers: list = [ActNorm(dim)] if cfg.actnorm else []
+    if scan:
+        layers.append(ResidualStack.build(n_blocks, unit))
+        return layers
     for _ in range(n_blocks):
-        layers.append(ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs()))
+        layers.append(block())
         if cfg.actnorm:
             layers.append(ActNorm(dim))
     return layers
@@ -295,10 +311,13 @@ def iresnet(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs
     return build_image_flow(input_shape, image_flow_config("iresnet", preset, **overrides), rngs=rngs)
 
 
-def build_dense_flow(dim: int, cfg: DenseFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
-    """A :class:`FlowDistribution` on ``(batch, dim)`` vectors from ``cfg``."""
+def build_dense_flow(dim: int, cfg: DenseFlowConfig, *, rngs: nnx.Rngs, scan: bool = False) -> FlowDistribution:
+    """A :class:`FlowDistribution` on ``(batch, dim)`` vectors from ``cfg``; ``scan`` runs
+    the identical blocks as one :class:`~flowjax_res.flows.stacked.ResidualStack`."""
     dim = check_positive_int("dim", dim)
-    flow = Flow(_dense_stack(dim, cfg.n_blocks, cfg.hidden, cfg, rngs), event_shape=(dim,))
+    if not isinstance(scan, bool):
+        raise TypeError(f"scan must be a bool, got {scan!r}")
+    flow = Flow(_dense_stack(dim, cfg.n_blocks, cfg.hidden, cfg, rngs, scan=scan), event_shape=(dim,))
     base = StandardNormal(dim) if cfg.base == "normal" else DiagonalGaussian(dim)
     return FlowDistribution(flow, base)
 
@@ -312,12 +331,19 @@ def dense_residual_flow(
     coeff: float = 0.98,
     actnorm: bool = True,
     base: str = "normal",
+    scan: bool | None = None,
     rngs: nnx.Rngs,
     **overrides,
 ) -> FlowDistribution:
     """A dense Residual Flow on ``dim``-vectors: ``ActNorm -> [ResidualBlock.dense ->
     ActNorm] x n_blocks`` and a Gaussian base. ``overrides`` are further
     :class:`DenseFlowConfig` fields (estimator settings, ``logdet``, ``eval_logdet``...).
+
+    ``scan`` (default ``True``: the blocks are identical) holds the repeated
+    ``[ResidualBlock -> ActNorm]`` units as one
+    :class:`~flowjax_res.flows.stacked.ResidualStack` with stacked parameters, run by a
+    ``lax.scan``: one unit is compiled instead of ``n_blocks`` (same parameters and
+    numbers as ``scan=False``, the unrolled chain, up to the keys each unit receives).
 
     Example:
         >>> from flax import nnx
@@ -327,7 +353,7 @@ def dense_residual_flow(
         "resflow", "small", n_blocks=n_blocks, hidden=tuple(hidden), activation=activation, coeff=coeff,
         actnorm=actnorm, base=base, **overrides,
     )
-    return build_dense_flow(dim, cfg, rngs=rngs)
+    return build_dense_flow(dim, cfg, rngs=rngs, scan=True if scan is None else scan)
 
 
 def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs, **overrides) -> FlowDistribution:

@@ -307,10 +307,52 @@ def _path_str(path) -> str:
     return "/".join(str(p) for p in path)
 
 
+def _is_stack(node) -> bool:
+    """A stack of identical modules (e.g. :class:`flowjax_res.flows.stacked.ResidualStack`):
+    it exposes ``stack_size`` and ``unit``, a module whose variables all carry a leading
+    axis of that size."""
+    return isinstance(node, nnx.Module) and isinstance(getattr(node, "stack_size", None), int) and isinstance(
+        getattr(node, "unit", None), nnx.Module
+    )
+
+
+def _walk(model):
+    """``("layer", path, layer)`` for every Lipschitz layer and ``("stack", path, stack)``
+    for every stack (whose inner layers are not listed: they are stacked)."""
+    nodes = [(tuple(path), node) for path, node in nnx.iter_graph(model)]  # children before parents
+    stacks = [path for path, node in nodes if _is_stack(node)]
+    for path, node in nodes:
+        if path in stacks and not any(path[: len(sp)] == sp and path != sp for sp in stacks):  # outermost stacks
+            yield "stack", _path_str(path), node
+        elif isinstance(node, LipschitzLayer) and not any(path[: len(sp)] == sp for sp in stacks):
+            yield "layer", _path_str(path), node
+
+
 def _lipschitz_layers(model):
-    for path, node in nnx.iter_graph(model):
-        if isinstance(node, LipschitzLayer):
-            yield _path_str(path), node
+    for kind, path, node in _walk(model):
+        if kind == "layer":
+            yield path, node
+
+
+def _over_stack(stack, fn):
+    """Apply ``fn(unit) -> {path: diagnostics}`` to every unit of ``stack`` (``jax.vmap``
+    over the stacked variables), write the units' new state back, and return the
+    diagnostics with a leading stack axis."""
+    graphdef, state = nnx.split(stack.unit)
+
+    def one(s):
+        unit = nnx.merge(graphdef, s)
+        info = fn(unit)
+        return nnx.split(unit)[1], info
+
+    new_state, info = jax.vmap(one)(state)
+    nnx.update(stack.unit, new_state)
+    return info
+
+
+def _prefixed(path: str, infos: dict) -> dict:
+    prefix = f"{path}/unit" if path else "unit"
+    return {f"{prefix}/{path}" if path else prefix: info for path, info in infos.items()}
 
 
 def update_lipschitz(
@@ -325,7 +367,10 @@ def update_lipschitz(
 
     Walks the module graph and updates each layer's ``PowerIterState``; nothing else
     changes. Works eagerly and inside ``nnx.jit`` (call it after each optimiser step
-    and before evaluation); a no-op for models without Lipschitz layers.
+    and before evaluation); a no-op for models without Lipschitz layers. Layers inside a
+    stack of identical modules (an object with ``stack_size`` and ``unit``, e.g.
+    :class:`flowjax_res.flows.stacked.ResidualStack`) are updated with ``jax.vmap`` over
+    the stack; their diagnostics carry a leading stack axis.
 
     Args:
       n_iters: iterations per layer; ``None`` uses each layer's ``n_power_iters``
@@ -337,18 +382,26 @@ def update_lipschitz(
       ``{path: diagnostics}`` per layer (``sigma``, ``n_iters``, ``delta``, ``finite``,
       and ``converged`` in tolerance mode); the path joins the graph path with ``/``.
     """
-    return {
-        path: layer.update_power_iteration(n_iters, atol=atol, rtol=rtol, max_iters=max_iters)
-        for path, layer in _lipschitz_layers(model)
-    }
+    kw = dict(atol=atol, rtol=rtol, max_iters=max_iters)
+    out: dict[str, dict[str, jax.Array]] = {}
+    for kind, path, node in _walk(model):
+        if kind == "layer":
+            out[path] = node.update_power_iteration(n_iters, **kw)
+        else:
+            out.update(_prefixed(path, _over_stack(node, lambda u: update_lipschitz(u, n_iters, **kw))))
+    return out
 
 
 def lipschitz_bounds(model: nnx.Module) -> dict[str, dict[str, jax.Array]]:
     """Per-layer estimates ``{path: {"sigma": sigma_hat, "lipschitz": min(sigma_hat, c)}}``
     from the stored vectors (no iteration, no mutation). ``sigma`` is the estimated
-    norm of the raw kernel's operator; ``lipschitz`` that of the scaled layer."""
+    norm of the raw kernel's operator; ``lipschitz`` that of the scaled layer. Layers
+    inside a stack (see :func:`update_lipschitz`) give arrays with a leading stack axis."""
     out = {}
-    for path, layer in _lipschitz_layers(model):
-        sigma = jax.lax.stop_gradient(layer.spectral_norm())
-        out[path] = {"sigma": sigma, "lipschitz": jnp.minimum(sigma, layer.coeff)}
+    for kind, path, node in _walk(model):
+        if kind == "layer":
+            sigma = jax.lax.stop_gradient(node.spectral_norm())
+            out[path] = {"sigma": sigma, "lipschitz": jnp.minimum(sigma, node.coeff)}
+        else:
+            out.update(_prefixed(path, _over_stack(node, lipschitz_bounds)))
     return out
