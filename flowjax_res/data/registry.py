@@ -9,6 +9,8 @@ import numpy as np
 
 from flowjax_res._checks import check_choice, check_nonnegative_int, check_positive_int
 from flowjax_res.data.digits import DIGITS_LEVELS, DIGITS_SHAPE, load_digits
+from flowjax_res.data.mnist_subset import MNIST_LEVELS, MNIST_SHAPE, load_mnist5k
+from flowjax_res.data.tfds_sources import TFDS_DATASETS, tfds_spec
 from flowjax_res.data.toy import TOY_DATASETS, sample_toy
 
 __all__ = ["DatasetInfo", "dataset_info", "known_datasets", "load_dataset"]
@@ -24,7 +26,10 @@ class DatasetInfo:
 
     ``kind`` is ``"toy"`` (continuous 2-D vectors) or ``"image"`` (integer NHWC images);
     ``shape`` is the per-example shape; ``n_levels`` the number of integer levels of an
-    image set (``None`` for toy data); ``n_classes`` the number of labels if any.
+    image set (``None`` for toy data); ``n_classes`` the number of labels if any;
+    ``source`` where the examples come from: ``"sampled"`` (toy densities),
+    ``"embedded"`` (arrays shipped with a package, loaded in memory) or ``"tfds"``
+    (a prepared TFDS data set read through grain, see :mod:`flowjax_res.data.tfds_sources`).
     """
 
     name: str
@@ -32,6 +37,7 @@ class DatasetInfo:
     shape: tuple[int, ...]
     n_levels: int | None = None
     n_classes: int | None = None
+    source: str = "embedded"
 
     @property
     def dim(self) -> int:
@@ -39,7 +45,13 @@ class DatasetInfo:
         return int(np.prod(self.shape))
 
 
-_IMAGE_INFOS = {"digits": DatasetInfo("digits", "image", DIGITS_SHAPE, DIGITS_LEVELS, 10)}
+_IMAGE_INFOS = {
+    "digits": DatasetInfo("digits", "image", DIGITS_SHAPE, DIGITS_LEVELS, 10),
+    "mnist5k": DatasetInfo("mnist5k", "image", MNIST_SHAPE, MNIST_LEVELS, 10),
+}
+for _name in TFDS_DATASETS:
+    _spec = tfds_spec(_name)
+    _IMAGE_INFOS[_name] = DatasetInfo(_name, "image", _spec.shape, _spec.n_levels, _spec.n_classes, "tfds")
 
 
 def known_datasets() -> tuple[str, ...]:
@@ -52,7 +64,7 @@ def dataset_info(name: str) -> DatasetInfo:
     check_choice("name", name, known_datasets())
     if name in _IMAGE_INFOS:
         return _IMAGE_INFOS[name]
-    return DatasetInfo(name, "toy", (2,))
+    return DatasetInfo(name, "toy", (2,), source="sampled")
 
 
 def load_dataset(name: str, split: str = "train", *, seed: int = 0, n: int | None = None) -> np.ndarray:
@@ -60,8 +72,10 @@ def load_dataset(name: str, split: str = "train", *, seed: int = 0, n: int | Non
 
     Toy sets: ``n`` points (default 10000 train / 5000 test) drawn from keys derived from
     ``seed`` (train and test use different keys), float32 ``(n, 2)``. Images: the fixed
-    split of :func:`flowjax_res.data.digits.load_digits`, ``uint8 (N, H, W, C)``; ``n``
-    (if given) keeps the first ``n``.
+    split of :func:`flowjax_res.data.digits.load_digits` or
+    :func:`flowjax_res.data.mnist_subset.load_mnist5k`, ``uint8 (N, H, W, C)``; ``n``
+    (if given) keeps the first ``n``. TFDS sets are not loaded here (``ValueError``):
+    they stream through :class:`flowjax_res.data.grain_pipeline.GrainBatches`.
     """
     info = dataset_info(name)
     check_choice("split", split, ("train", "test"))
@@ -71,5 +85,8 @@ def load_dataset(name: str, split: str = "train", *, seed: int = 0, n: int | Non
     if info.kind == "toy":
         key = jax.random.fold_in(jax.random.key(seed), 0 if split == "train" else 1)
         return np.asarray(sample_toy(name, key, n or _TOY_SIZES[split]))
-    images = load_digits(split, seed=seed)
+    if info.source == "tfds":
+        raise ValueError(f"data set {name!r} is a TFDS data set: read it with flowjax_res.data.tfds_sources."
+                         f"open_tfds_source and GrainBatches (or train with --dataset {name} --data-dir DIR)")
+    images = (load_digits if name == "digits" else load_mnist5k)(split, seed=seed)
     return images[:n] if n is not None else images
