@@ -2,7 +2,12 @@
 the optimiser update, power iteration on every Lipschitz layer, and the EMA.
 
 The step is a pure function of ``(state, batch, key)``; all randomness comes from
-``key`` (derived from ``(seed, step)`` by the loop).
+``key`` (derived from ``(seed, step)`` by the loop). Inside the step every example gets
+its own key, ``fold_in(key, i)`` for its index ``i`` in the global batch
+(:func:`flowjax_res.ops.keys.per_example_keys`), so its dequantisation noise, probes and
+roulette counts do not depend on how the batch is split over devices. With a ``mesh``
+the step is jitted with the batch sharded on ``"data"`` and the state replicated (or laid
+out by :func:`flowjax_res.train.sharding.state_shardings`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from flowjax_res.ops.keys import is_per_example, per_example_keys
 from flowjax_res.train.ema import ema_update
+from flowjax_res.train.sharding import batch_sharding, replicated
 from flowjax_res.train.state import TrainState, merge_model, split_model
 
-# objective(model, batch, key) -> scalar loss (mean over the batch).
+# objective(model, batch, keys) -> scalar loss (mean over the batch); keys: one per example.
 Objective = Callable[[nnx.Module, jax.Array, jax.Array], jax.Array]
 
 
@@ -53,6 +60,8 @@ def make_train_step(
     ema_decay: float = 0.999,
     lipschitz_iters: int = 1,
     jit: bool = True,
+    mesh: Any = None,
+    state_sharding: Any = None,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, key) -> (state, metrics)``.
 
@@ -65,12 +74,26 @@ def make_train_step(
 
     ``metrics``: ``loss``, ``grad_norm`` (before clipping), ``lr`` (of this update),
     ``ok`` (bool) and ``skipped`` (running count).
+
+    ``key`` is the step's key (shape ``()``); the objective receives the per-example keys
+    ``per_example_keys(key, B)`` of the global batch (a key of shape ``(B,)`` is passed
+    through as the per-example keys).
+
+    ``mesh`` (a :class:`jax.sharding.Mesh` with a ``"data"`` axis): jit with
+    ``in_shardings``/``out_shardings`` (batch on ``"data"``, key and metrics replicated,
+    the state as ``state_sharding``, default replicated). The state and batch passed in
+    should already be on the mesh (:func:`~flowjax_res.train.sharding.put_state`,
+    :func:`~flowjax_res.train.sharding.put_batch`); losses and gradients equal those of
+    one device to float32 rounding.
     """
     update_lipschitz = _lipschitz_updater()
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
         model = merge_model(graphdef, state.params, state.rest)
-        loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, key))(model)
+        keys = key if is_per_example(key) else per_example_keys(key, batch.shape[0])
+        if mesh is not None:
+            keys = jax.lax.with_sharding_constraint(keys, batch_sharding(mesh))
+        loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys))(model)
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         # Zero the gradients of a bad step so that the (discarded) update stays finite.
@@ -94,4 +117,10 @@ def make_train_step(
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), "ok": ok, "skipped": new.skipped}
         return new, metrics
 
-    return jax.jit(step) if jit else step
+    if not jit:
+        return step
+    if mesh is None:
+        return jax.jit(step)
+    rep = replicated(mesh)
+    st = rep if state_sharding is None else state_sharding
+    return jax.jit(step, in_shardings=(st, batch_sharding(mesh), rep), out_shardings=(st, rep))

@@ -1,0 +1,226 @@
+"""Data-parallel (and optionally model-parallel) training over a device mesh.
+
+A run uses a :class:`jax.sharding.Mesh` with a ``"data"`` axis (and an optional
+``"model"`` axis). The batch is sharded on ``"data"`` (``PartitionSpec("data")``); the
+train state (parameters, optimiser state, EMA, power-iteration vectors, ActNorm flags) is
+replicated, or, with a ``"model"`` axis, its large arrays are split along one of their
+axes (:func:`state_shardings`). The step is one ``jax.jit`` with these in/out shardings:
+XLA's SPMD partitioner inserts the cross-device reductions, so a mean over the batch
+(the loss, ActNorm's data-dependent initialisation) is the mean over the *global* batch,
+and the numbers of a step do not depend on the number of devices (the per-example
+random keys are derived from the global example index, see :mod:`flowjax_res.ops.keys`).
+
+Multi-host runs (GPU clusters, TPU pod slices) call :func:`maybe_initialize_distributed`
+first, on every host; ``jax.devices()`` then lists the devices of all hosts and each host
+feeds its own rows of the global batch (:func:`put_batch`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from flowjax_res._checks import check_positive_int
+
+__all__ = [
+    "DATA_AXIS",
+    "MODEL_AXIS",
+    "DISTRIBUTED_ENV",
+    "make_mesh",
+    "resolve_devices",
+    "data_shards",
+    "model_shards",
+    "batch_sharding",
+    "replicated",
+    "param_spec",
+    "state_shardings",
+    "put_state",
+    "check_batch_divisible",
+    "process_rows",
+    "put_batch",
+    "maybe_initialize_distributed",
+]
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+DISTRIBUTED_ENV = "FLOWJAX_DISTRIBUTED"
+
+# Arrays with fewer elements than this stay replicated on the "model" axis: splitting a
+# bias or a power-iteration vector costs more in communication than it saves in memory.
+DEFAULT_MIN_SHARD_SIZE = 2**16
+
+
+def resolve_devices(devices: int | None = None) -> int:
+    """The number of devices to use: ``devices`` (checked against ``jax.device_count()``)
+    or, when ``None``, all of them."""
+    available = jax.device_count()
+    if devices is None:
+        return available
+    check_positive_int("devices", devices)
+    if devices > available:
+        kinds = sorted({d.platform for d in jax.devices()})
+        raise ValueError(
+            f"devices must be <= the {available} available {'/'.join(kinds)} device(s), got {devices} "
+            "(on a CPU, simulate more with XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    return devices
+
+
+def make_mesh(devices: int | None = None, *, mesh_shape: Sequence[int] | None = None) -> Mesh:
+    """A mesh over the first devices of ``jax.devices()``.
+
+    - ``mesh_shape=None``: a 1-D mesh with axis ``("data",)`` over ``devices`` devices
+      (default: all).
+    - ``mesh_shape=(d,)`` or ``(d, m)``: axes ``("data",)`` or ``("data", "model")`` over
+      the first ``d`` (or ``d * m``) devices; ``devices``, if given, must equal that
+      product.
+    """
+    if mesh_shape is None:
+        n = resolve_devices(devices)
+        shape: tuple[int, ...] = (n,)
+    else:
+        shape = tuple(mesh_shape)
+        if len(shape) not in (1, 2):
+            raise ValueError(f"mesh_shape must have 1 (data) or 2 (data, model) entries, got {tuple(mesh_shape)}")
+        for i, s in enumerate(shape):
+            check_positive_int(f"mesh_shape[{i}]", s)
+        n = math.prod(shape)
+        if devices is not None and devices != n:
+            raise ValueError(f"devices (= {devices}) must equal the product of mesh_shape {shape} (= {n})")
+        resolve_devices(n)
+    names = (DATA_AXIS, MODEL_AXIS)[: len(shape)]
+    return Mesh(np.asarray(jax.devices()[:n], dtype=object).reshape(shape), names)
+
+
+def data_shards(mesh: Mesh) -> int:
+    """Number of shards of the batch (size of the ``"data"`` axis)."""
+    return int(mesh.shape[DATA_AXIS])
+
+
+def model_shards(mesh: Mesh) -> int:
+    """Size of the ``"model"`` axis (1 if the mesh has none)."""
+    return int(mesh.shape.get(MODEL_AXIS, 1))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The batch's sharding: leading axis split over ``"data"``, replicated over ``"model"``."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A copy of the array on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def param_spec(shape: Sequence[int], n_model: int, *, min_size: int = DEFAULT_MIN_SHARD_SIZE) -> PartitionSpec:
+    """How one state array is laid out on the ``"model"`` axis of size ``n_model``.
+
+    Replicated (``PartitionSpec()``) unless the array has at least 2 dimensions and
+    ``min_size`` elements and one of its axes divides by ``n_model``; then the largest such
+    axis (the first among equals) is split over ``"model"``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if n_model <= 1 or len(shape) < 2 or math.prod(shape) < min_size:
+        return PartitionSpec()
+    candidates = [i for i, s in enumerate(shape) if s % n_model == 0]
+    if not candidates:
+        return PartitionSpec()
+    axis = max(candidates, key=lambda i: (shape[i], -i))
+    return PartitionSpec(*([None] * axis), MODEL_AXIS)
+
+
+def state_shardings(state: Any, mesh: Mesh, *, min_size: int = DEFAULT_MIN_SHARD_SIZE) -> Any:
+    """A pytree of shardings like ``state``: replicated everywhere on a mesh without a
+    ``"model"`` axis; with one, large arrays split by :func:`param_spec` (the same rule
+    for a parameter, its optimiser moments and its EMA, which have the same shape)."""
+    n_model = model_shards(mesh)
+
+    def one(x):
+        return NamedSharding(mesh, param_spec(np.shape(x), n_model, min_size=min_size))
+
+    return jax.tree.map(one, state)
+
+
+def put_state(state: Any, mesh: Mesh, shardings: Any = None) -> Any:
+    """Place a (host or single-device) state on the mesh, replicated or as
+    ``shardings`` (default :func:`state_shardings`); also moves a state restored from a
+    checkpoint written on another number of devices onto this mesh."""
+    if shardings is None:
+        shardings = state_shardings(state, mesh)
+    return jax.device_put(state, shardings)
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh) -> int:
+    """``batch_size`` if it divides evenly over the ``"data"`` shards; else a ValueError."""
+    n = data_shards(mesh)
+    if batch_size % n != 0:
+        raise ValueError(
+            f"batch_size (= {batch_size}) must be divisible by the number of data shards (devices = {n}); "
+            f"use a batch_size that is a multiple of {n} or fewer devices"
+        )
+    return batch_size
+
+
+def process_rows(batch_size: int, mesh: Mesh) -> tuple[int, int]:
+    """``(start, stop)``: the rows of a global batch of ``batch_size`` that this process's
+    devices hold (all rows on a single host). A per-process data pipeline reads these."""
+    check_batch_divisible(batch_size, mesh)
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+    starts = [idx[0].start or 0 for idx in index_map.values()]
+    stops = [batch_size if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+    start, stop = min(starts), max(stops)
+    covered = sum(b - a for a, b in sorted(set(zip(starts, stops))))
+    if covered != stop - start:
+        raise ValueError(f"this process's devices hold non-contiguous rows of the batch ({sorted(set(zip(starts, stops)))}); "
+                         "build the mesh with make_mesh (devices in jax.devices() order)")
+    return start, stop
+
+
+def put_batch(batch: Any, mesh: Mesh, batch_size: int | None = None) -> jax.Array:
+    """One global array, sharded on ``"data"``, from a host batch.
+
+    ``batch`` is either the whole global batch (every host holds it, as with the
+    ``(seed, step)``-determined batches) or, on a multi-host run, this process's rows
+    :func:`process_rows` of a global batch of ``batch_size`` (a per-process pipeline). Uses
+    ``jax.make_array_from_process_local_data``.
+    """
+    batch = np.asarray(batch)
+    global_size = batch.shape[0] if batch_size is None else int(batch_size)
+    check_batch_divisible(global_size, mesh)
+    start, stop = process_rows(global_size, mesh)
+    if batch.shape[0] == global_size and stop - start != global_size:
+        batch = batch[start:stop]  # every host has the whole batch: keep this host's rows
+    elif batch.shape[0] != stop - start:
+        raise ValueError(
+            f"batch has {batch.shape[0]} rows; expected the global batch_size {global_size} or this "
+            f"process's {stop - start} rows"
+        )
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), batch, (global_size, *batch.shape[1:]))
+
+
+def maybe_initialize_distributed(flag: bool | None = None) -> bool:
+    """Start JAX's multi-host runtime when asked, before any other JAX call.
+
+    Asked by ``flag=True`` or, when ``flag`` is ``None``, by the environment variable
+    ``FLOWJAX_DISTRIBUTED=1``. ``jax.distributed.initialize()`` detects the cluster on
+    TPU pod slices, SLURM and Open MPI; elsewhere set ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. Returns whether it initialised (a second
+    call is a no-op returning ``True``).
+    """
+    if flag is None:
+        flag = os.environ.get(DISTRIBUTED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if not flag:
+        return False
+    if not _DISTRIBUTED["done"]:
+        jax.distributed.initialize()
+        _DISTRIBUTED["done"] = True
+    return True
+
+
+_DISTRIBUTED = {"done": False}
