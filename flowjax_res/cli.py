@@ -33,9 +33,10 @@ _TRAIN_FIELDS = (
     "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition", "coupling", "out",
+    "data_dir",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory).
-_RESUMABLE = ("steps",)
+_RESUMABLE = ("steps", "data_dir")  # data_dir: the same prepared data may have moved
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
-    g.add_argument("--dataset", help=f"toy density name or 'digits' (default {d.dataset})")
+    g.add_argument("--dataset", help="a toy density (8gaussians, moons, ...), an embedded image set (digits, mnist5k) "
+                                     "or a TFDS set read from --data-dir (mnist, cifar10, imagenet32, imagenet64, "
+                                     f"celeba) (default {d.dataset})")
+    g.add_argument("--data-dir", help="TFDS data directory with prepared TFDS sets (default $TFDS_DATA_DIR or "
+                                      "~/tensorflow_datasets); prepare with `tfds build NAME --data_dir DIR "
+                                      "--file_format array_record` or `python -m flowjax_res.data.tfds_local`")
     g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow' (default {d.model})")
     g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset})")
     g = t.add_argument_group("optimisation")
@@ -128,13 +134,12 @@ def _cmd_train(args) -> int:
         bad = sorted(set(given) - set(_RESUMABLE))
         if bad:
             opts = ", ".join("--" + b.replace("_", "-") for b in bad)
-            raise ValueError(f"{opts} cannot change when resuming {args.resume!r} (only --steps can); "
+            raise ValueError(f"{opts} cannot change when resuming {args.resume!r} (only --steps and --data-dir can); "
                              "start a new run instead")
         if args.name is not None:
             raise ValueError("--name cannot be used with --resume")
         cfg = load_config(args.resume)
-        if "steps" in given:
-            cfg = cfg.replace(steps=given["steps"])
+        cfg = cfg.replace(**{k: given[k] for k in _RESUMABLE if k in given})
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
     else:

@@ -42,7 +42,7 @@ import numpy as np
 
 from flowjax_res._checks import check_nonnegative_int, check_positive_int
 
-__all__ = ["GrainBatches", "grain_seed", "flip_bit"]
+__all__ = ["GrainBatches", "read_images", "grain_seed", "flip_bit"]
 
 _MASK64 = (1 << 64) - 1
 _FLIP_STREAM = 0x5EED_F11F
@@ -260,6 +260,26 @@ class GrainBatches:
             self.close()
         except Exception:  # noqa: BLE001 (interpreter shutdown)
             pass
+
+
+def read_images(
+    source: Any,
+    *,
+    image_key: str | None = "image",
+    shape: tuple[int, ...] | None = None,
+    crop: tuple[int, int] | None = None,
+    resize: tuple[int, int] | None = None,
+    limit: int | None = None,
+    num_threads: int = 2,
+) -> np.ndarray:
+    """All images of ``source`` (or the first ``limit``) in source order, decoded and
+    pre-processed (crop/resize, no flip) by a grain pipeline: ``uint8 (N, H, W, C)``.
+    Used for test sets, which are evaluated whole."""
+    n = len(source) if limit is None else min(len(source), check_positive_int("limit", limit))
+    ds = grain.MapDataset.source(source)[:n].map(lambda r: (0, r))
+    ds = ds.map(_Prepare(image_key, crop, resize, False, 0, tuple(shape) if shape else None))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=check_nonnegative_int("num_threads", num_threads)))
+    return np.stack(list(it))
 
 
 def _absl_flags_parsed() -> None:

@@ -4,7 +4,9 @@ complete, so a killed run never leaves a half-written checkpoint that looks fini
 
 A checkpoint holds the whole :class:`~flowjax_res.train.state.TrainState` (all nnx
 state: parameters, power-iteration vectors, ActNorm flags; optimiser state; EMA; step;
-skipped-step counter) and a small JSON record (step, skipped, config).
+skipped-step counter), a small JSON record (step, skipped, config) and, optionally, the
+input pipeline's iterator state (JSON, item ``data``; checkpoints without it still
+restore).
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._mgr.all_steps())
 
-    def save(self, state: TrainState, meta: dict[str, Any], *, force: bool = False) -> bool:
-        """Save ``state`` at its step (blocking until written); returns whether it saved."""
+    def save(self, state: TrainState, meta: dict[str, Any], *, force: bool = False,
+             data: dict[str, Any] | None = None) -> bool:
+        """Save ``state`` at its step (blocking until written); returns whether it saved.
+        ``data``: the input pipeline's JSON-serialisable iterator state, saved beside it."""
         step = int(state.step)
         if step in self._mgr.all_steps():
             return False
-        saved = self._mgr.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=force,
-        )
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if data is not None:
+            items["data"] = ocp.args.JsonSave(data)
+        saved = self._mgr.save(step, args=ocp.args.Composite(**items), force=force)
         self._mgr.wait_until_finished()
         return bool(saved)
 
@@ -76,6 +79,20 @@ class Checkpointer:
         state = out.state
         _check_like(state, template, step, self.directory)
         return state, dict(out.meta or {})
+
+    def restore_data(self, step: int | None = None) -> dict[str, Any] | None:
+        """The input pipeline's iterator state saved at ``step`` (default: latest), or
+        ``None`` if that checkpoint has none (older checkpoints, in-memory data)."""
+        step = self.latest_step() if step is None else step
+        if step is None or not os.path.isdir(os.path.join(self.directory, str(step), "data")):
+            return None
+        try:
+            out = self._mgr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many kinds; report them as one
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"data iterator state of checkpoint {step} in {self.directory!r} is corrupt "
+                                  f"({msg})") from None
+        return dict(out.data) if out.data is not None else None
 
     def close(self) -> None:
         self._mgr.close()

@@ -28,7 +28,12 @@ class TrainConfig:
     checkpoint repeats the uninterrupted run exactly.
 
     Attributes:
-      dataset: a toy 2-D density name (e.g. ``"8gaussians"``) or ``"digits"``.
+      dataset: a toy 2-D density name (e.g. ``"8gaussians"``), an embedded image set
+        (``"digits"``, ``"mnist5k"``) or a TFDS image set (``"mnist"``, ``"cifar10"``,
+        ``"imagenet32"``, ``"imagenet64"``, ``"celeba"``; see
+        :mod:`flowjax_res.data.tfds_sources`), read from ``data_dir``.
+      data_dir: the TFDS data directory holding prepared TFDS sets (``None``: TFDS's
+        default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); unused otherwise.
       model: ``"resflow"`` (Residual Flow, Chen et al. 2019) or ``"iresnet"``
         (Behrmann et al. 2019).
       preset: model size preset passed to the builder (``"tiny"``, ``"small"``, ``"paper"``).
@@ -93,10 +98,13 @@ class TrainConfig:
     decomposition: str | None = None
     coupling: str | None = None
     out: str = "runs"
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a non-empty string, got {self.dataset!r}")
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
+            raise ValueError(f"data_dir must be None or a non-empty path string, got {self.data_dir!r}")
         check_choice("model", self.model, MODELS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_nonnegative_int("steps", self.steps)

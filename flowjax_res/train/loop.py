@@ -100,6 +100,7 @@ def train(
     data = data or make_data(cfg)
     if resume:
         graphdef, state, tx, schedule, _ = restore_state(run_dir, cfg, data, model_fn)
+        restore_data_state(run_dir, data, int(state.step))
         truncate_metrics(run_dir, int(state.step))
         save_config(cfg, run_dir)  # steps may have been extended
     else:
@@ -134,7 +135,8 @@ def train(
                 last_eval = run_evaluation(cfg, graphdef, state, data)
                 writer.write({"step": done, "split": "test", **last_eval})
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()})
+                ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()},
+                          data=data_state(data))
             t0 += time.perf_counter() - paused  # steps/s counts training only
             if stop_after is not None and done >= stop_after:
                 return {"step": done, "skipped": int(state.skipped), **last_eval}
@@ -145,6 +147,28 @@ def train(
     if outputs and int(state.step) == cfg.steps:
         write_outputs(run_dir, cfg, graphdef, state, data)
     return {"step": int(state.step), "skipped": int(state.skipped), **last_eval}
+
+
+def data_state(data: Data) -> dict[str, Any] | None:
+    """The input pipeline's iterator state to checkpoint (``None`` for batches that are
+    a pure function of the step and keep no iterator, e.g. in-memory arrays)."""
+    get_state = getattr(data.batches, "get_state", None)
+    return get_state() if get_state is not None else None
+
+
+def restore_data_state(run_dir: str, data: Data, step: int) -> None:
+    """Continue the input pipeline's iterator from the checkpoint at ``step`` (if it
+    saved one and the batches keep one, e.g. :class:`~flowjax_res.data.grain_pipeline.GrainBatches`)."""
+    set_state = getattr(data.batches, "set_state", None)
+    if set_state is None:
+        return
+    ckpt = Checkpointer(run_dir, create=False)
+    try:
+        saved = ckpt.restore_data(step)
+    finally:
+        ckpt.close()
+    if saved is not None:
+        set_state(saved)
 
 
 def _train_metric(m: dict[str, Any], data: Data) -> float:

@@ -39,12 +39,15 @@ class Data:
 
 def make_data(cfg: TrainConfig) -> Data:
     """Toy densities: fresh batches per step and a fixed test set of ``n_test`` points;
-    images: the fixed train/test split of the embedded set."""
+    embedded images: the fixed train/test split of the embedded set; TFDS images
+    (``cfg.data_dir``): :func:`make_tfds_data`."""
     from flowjax_res._checks import check_choice
     from flowjax_res.data.registry import dataset_info, known_datasets, load_dataset
     from flowjax_res.data.toy import sample_toy
 
     info = dataset_info(check_choice("dataset", cfg.dataset, known_datasets()))
+    if info.source == "tfds":
+        return make_tfds_data(cfg, info)
     if info.kind == "toy":
         batches = SampledBatches(lambda k, n: sample_toy(cfg.dataset, k, n), cfg.seed, cfg.batch_size)
         test = load_dataset(cfg.dataset, "test", n=cfg.n_test)
@@ -53,6 +56,24 @@ def make_data(cfg: TrainConfig) -> Data:
     test = load_dataset(cfg.dataset, "test")
     batches = ArrayBatches(train, cfg.seed, cfg.batch_size)
     return Data("image", tuple(info.shape), batches, np.asarray(test), info, info.n_levels)
+
+
+def make_tfds_data(cfg: TrainConfig, info: Any) -> Data:
+    """A prepared TFDS set: training batches through grain
+    (:class:`~flowjax_res.data.grain_pipeline.GrainBatches`, this process's block of each
+    global batch of ``cfg.batch_size``, the data set's default augmentation) and the
+    whole test split in memory. :class:`~flowjax_res.data.tfds_sources.DatasetNotPrepared`
+    (one line) when it is not prepared in ``cfg.data_dir``."""
+    from flowjax_res.data.grain_pipeline import GrainBatches, read_images
+    from flowjax_res.data.tfds_sources import open_tfds_source, tfds_spec
+
+    spec = tfds_spec(cfg.dataset)
+    train_src, _ = open_tfds_source(cfg.dataset, spec.split("train"), cfg.data_dir)
+    test_src, _ = open_tfds_source(cfg.dataset, spec.split("test"), cfg.data_dir)
+    pre = {"image_key": spec.image_key, "shape": spec.shape, "crop": spec.crop, "resize": spec.resize}
+    batches = GrainBatches(train_src, seed=cfg.seed, batch_size=cfg.batch_size, flip=spec.flip, **pre)
+    test = read_images(test_src, **pre)
+    return Data("image", tuple(spec.shape), batches, test, info, info.n_levels)
 
 
 ModelFn = Callable[[TrainConfig, Data, nnx.Rngs], nnx.Module]
