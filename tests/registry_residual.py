@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from flowjax_res.flows.chain import Flow
+from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.residual import ResidualBlock
 from tests.registry import Case
@@ -36,6 +38,19 @@ def _conv_block(key):
     return ResidualBlock.conv((4, 4, 2), 4, coeff=0.9, rngs=nnx.Rngs(_seed(key)), logdet={"estimator": "exact"})
 
 
+def _stack(key):
+    """Three dense blocks (with an ActNorm after each) as one scanned ResidualStack."""
+    rngs = nnx.Rngs(_seed(key))
+    k1, k2 = jax.random.split(key)
+
+    def unit():
+        return Flow([ResidualBlock.dense(3, (8,), coeff=0.9, rngs=rngs, logdet={"estimator": "exact"}), ActNorm(3)])
+
+    stack = ResidualStack.build(3, unit, event_shape=(3,))
+    stack.forward(1.0 + 2.0 * jax.random.normal(k1, (16, 3)))  # data-dependent ActNorm init in the scan
+    return stack
+
+
 # The inverse runs Anderson to a residual of 1e-6 (error <= 1e-6 / (1 - Lip g)), the
 # exact log-det is slogdet of the same Jacobian in float32: default tolerances hold.
 CASES: list = [
@@ -44,4 +59,5 @@ CASES: list = [
     Case("residual_dense_2", _dense_block(2), (2,)),
     Case("residual_dense_6", _dense_block(6), (6,)),
     Case("residual_conv_4x4x2", _conv_block, (4, 4, 2)),
+    Case("residual_stack_dense_3", _stack, (3,)),
 ]

@@ -97,7 +97,7 @@ class ResidualStack(nnx.Module):
 
     def _scan(self, method: str, x, key, *, reverse: bool, with_info: bool):
         graphdef, state = nnx.split(self.unit)
-        writes = self._writes_state
+        writes = self._writes_state and not self._initialized()
 
         def body(carry, inp):
             h, ld = carry
@@ -122,6 +122,13 @@ class ResidualStack(nnx.Module):
         if writes:
             nnx.update(self.unit, new_state)
         return h, ld, info
+
+    def _initialized(self) -> bool:
+        """Every unit's data-dependent init has run (known outside any trace): the
+        forward is then pure and nothing is written back (so that plain JAX transforms
+        such as ``jax.jacfwd`` can run it)."""
+        flags = jax.tree.leaves(nnx.state(self.unit, InitFlag))
+        return all(not isinstance(f, jax.core.Tracer) and bool(jnp.all(f)) for f in flags)
 
     # -- Bijector protocol -------------------------------------------------------
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

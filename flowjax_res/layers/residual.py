@@ -60,7 +60,9 @@ class LogDetConfig:
     meaning): ``estimator`` in ``"exact" | "series" | "roulette"``; ``n_terms`` for
     ``"series"``; roulette law ``dist`` (``"geometric"`` with ``p`` / ``"poisson"`` with
     ``lam``) and ``n_exact_terms``; Hutchinson ``probe`` and ``n_probes``; ``gradient``
-    in ``"neumann_bif" | "neumann" | "autodiff"``; ``share_terms``; ``max_terms``."""
+    in ``"neumann_bif" | "neumann" | "autodiff"``; ``share_terms``; ``max_terms``;
+    ``batch_chunks`` (execution only: the batch is processed in that many chunks side
+    by side, which lets a multi-core CPU run their products concurrently)."""
 
     estimator: str = "roulette"
     n_terms: int = 10
@@ -73,6 +75,7 @@ class LogDetConfig:
     gradient: str = "neumann_bif"
     share_terms: bool = True
     max_terms: int = 64
+    batch_chunks: int = 1
 
     def __post_init__(self):
         check_choice("estimator", self.estimator, ESTIMATORS)
@@ -87,6 +90,7 @@ class LogDetConfig:
         if not isinstance(self.share_terms, bool):
             raise TypeError(f"share_terms must be a bool, got {self.share_terms!r}")
         check_positive_int("max_terms", self.max_terms)
+        check_positive_int("batch_chunks", self.batch_chunks)
         if self.estimator == "roulette" and self.max_terms < self.n_exact_terms:
             raise ValueError(f"max_terms must be >= n_exact_terms ({self.n_exact_terms}), got {self.max_terms!r}")
 
