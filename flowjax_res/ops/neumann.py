@@ -68,7 +68,7 @@ def neumann_surrogate(g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Ar
 
 
 def neumann_surrogate_grad(
-    g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Array, ct: jax.Array, *, chunks: int = 1
+    g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Array, ct: jax.Array
 ) -> tuple:
     """``vjp(F)(ct)`` for the surrogate of :func:`neumann_surrogate`, forward-over-reverse.
 
@@ -81,43 +81,25 @@ def neumann_surrogate_grad(
     Returns:
       ``(d_params, d_x)`` with the structure of ``params`` and the shape of ``x``.
     """
-    return _pullback_sweep(g, params, x, v, w, ct, None, chunks)
+    return _pullback_sweep(g, params, x, v, w, ct, None)
 
 
-def _pullback_sweep(g, params, x, v, w, ct, g_bar, chunks=1):
+def _pullback_sweep(g, params, x, v, w, ct, g_bar):
     """``Σ_p ∂/∂ε P_{x+ε v_p}(ct ⊙ w_p + ε g_bar / P)`` (see :func:`neumann_joint_grad`);
-    ``g_bar=None`` drops the second term (no tangent on the cotangent argument).
-
-    ``chunks > 1`` sweeps contiguous chunks of the batch separately (independent
-    operations XLA can run concurrently), summing their parameter gradients and
-    concatenating their input gradients: the same numbers up to summation order."""
+    ``g_bar=None`` drops the second term (no tangent on the cotangent argument)."""
     n_probes = v.shape[0]
     w = w * ct.reshape(ct.shape + (1,) * (w.ndim - 2)).astype(w.dtype)
 
     def pullback_at(z, c):
         return jax.vjp(g, params, z)[1](c)
 
-    def sweep(x, v, w, g_bar):
-        def one_probe(vp, wp):
-            if g_bar is None:
-                return jax.jvp(lambda z: pullback_at(z, wp), (x,), (vp,))[1]
-            return jax.jvp(pullback_at, (x, wp), (vp, (g_bar / n_probes).astype(w.dtype)))[1]
+    def one_probe(vp, wp):
+        if g_bar is None:
+            return jax.jvp(lambda z: pullback_at(z, wp), (x,), (vp,))[1]
+        return jax.jvp(pullback_at, (x, wp), (vp, (g_bar / n_probes).astype(w.dtype)))[1]
 
-        grads = jax.vmap(one_probe)(v, w)
-        return jax.tree.map(lambda a: jnp.sum(a, axis=0), grads)
-
-    batch = x.shape[0]
-    chunks = max(1, min(int(chunks), batch))
-    if chunks == 1:
-        return sweep(x, v, w, g_bar)
-    edges = [round(i * batch / chunks) for i in range(chunks + 1)]
-    parts = [
-        sweep(x[lo:hi], v[:, lo:hi], w[:, lo:hi], None if g_bar is None else g_bar[lo:hi])
-        for lo, hi in zip(edges[:-1], edges[1:])
-    ]
-    d_params = jax.tree.map(lambda *a: sum(a[1:], a[0]), *[p[0] for p in parts])
-    d_x = jnp.concatenate([p[1] for p in parts], axis=0)
-    return d_params, d_x
+    grads = jax.vmap(one_probe)(v, w)
+    return jax.tree.map(lambda a: jnp.sum(a, axis=0), grads)
 
 
 def with_neumann_gradient(
@@ -129,7 +111,6 @@ def with_neumann_gradient(
     aux,
     *,
     mode: str = "neumann_bif",
-    chunks: int = 1,
 ) -> jax.Array:
     """Evaluate a log-det estimate whose gradient is the Neumann-series estimator.
 
@@ -156,7 +137,7 @@ def with_neumann_gradient(
         return jax.vjp(lambda p, z: neumann_surrogate(g, p, z, v, w), params, x)[1]
 
     def surrogate_grad(params, x, v, w, ct):
-        return neumann_surrogate_grad(g, params, x, v, w, ct, chunks=chunks)
+        return neumann_surrogate_grad(g, params, x, v, w, ct)
 
     @jax.custom_vjp
     def logdet(params, x, v, aux):
@@ -185,8 +166,7 @@ def with_neumann_gradient(
 
 
 def neumann_joint_grad(
-    g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Array, ct: jax.Array, g_bar: jax.Array,
-    *, chunks: int = 1,
+    g: Callable, params, x: jax.Array, v: jax.Array, w: jax.Array, ct: jax.Array, g_bar: jax.Array
 ) -> tuple:
     """``vjp`` of ``(g(x), F)`` for cotangents ``(g_bar, ct)`` in one forward-over-reverse sweep.
 
@@ -202,7 +182,7 @@ def neumann_joint_grad(
     Returns:
       ``(d_params, d_x)``.
     """
-    return _pullback_sweep(g, params, x, v, w, ct, g_bar, chunks)
+    return _pullback_sweep(g, params, x, v, w, ct, g_bar)
 
 
 def with_neumann_gradient_joint(
@@ -214,7 +194,6 @@ def with_neumann_gradient_joint(
     aux,
     *,
     mode: str = "neumann_bif",
-    chunks: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
     """Like :func:`with_neumann_gradient`, but returns ``(g(x), log_det)`` from one
     ``custom_vjp``: ``estimate(params, x, v, aux) -> (g(x), log_det, w)``.
@@ -247,7 +226,7 @@ def with_neumann_gradient_joint(
             # See with_neumann_gradient: keep XLA from merging this re-linearisation with
             # the forward loop's (which would keep the forward's activations alive).
             params, x, v, w = lax.optimization_barrier(res)
-            d_params, d_x = neumann_joint_grad(g, params, x, v, w, ct, g_bar, chunks=chunks)
+            d_params, d_x = neumann_joint_grad(g, params, x, v, w, ct, g_bar)
         return d_params, d_x, None, None
 
     joint.defvjp(fwd, bwd)
