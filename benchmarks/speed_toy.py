@@ -19,7 +19,7 @@ Rounds alternate ours / peer so that machine noise hits both; the table reports 
 median step time of each and the ratio. Our FLOPs per step come from XLA's cost
 analysis of the compiled step.
 
-    python benchmarks/speed_toy.py [--rounds 3] [--steps 20]
+    python benchmarks/speed_toy.py [--rounds 3] [--steps 20] [--batch-chunks 2] [--no-scan]
 """
 
 from __future__ import annotations
@@ -56,17 +56,23 @@ CONFIGS = {
 }
 
 
-def build_ours(n_blocks, hidden, batch, seed=0):
+def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1):
+    # ``scan``: the identical blocks run as one ResidualStack (lax.scan, one compiled
+    # block); ``batch_chunks``: each block processes the batch in that many chunks side by
+    # side (independent matmuls the CPU runs concurrently). Neither changes the estimator.
+    logdet = dict(estimator="roulette", dist="geometric", p=0.5, n_exact_terms=N_EXACT_MATCHED,
+                  gradient="neumann_bif", n_probes=1, batch_chunks=batch_chunks)
     model = dense_residual_flow(
         2, n_blocks=n_blocks, hidden=hidden, activation="lipswish", coeff=0.98, actnorm=False,
-        rngs=nnx.Rngs(seed), estimator="roulette", dist="geometric", p=0.5, n_exact_terms=N_EXACT_MATCHED,
-        gradient="neumann_bif", n_probes=1,
+        rngs=nnx.Rngs(seed), logdet=logdet, scan=scan,
     )
     cfg = TrainConfig(lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0)
     tx, schedule = make_optimizer(cfg)
     graphdef, state = create_train_state(model, tx)
     step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False)
+    raw_step = step
     step = jax.jit(step, donate_argnums=0)
+    step.raw = raw_step
     return step, state
 
 
@@ -86,13 +92,26 @@ def time_ours(step, state, batch, n_steps, warmup=3, seed=1):
 
 
 def flops_of(step, state, batch):
+    """XLA's FLOP count of the compiled step. XLA counts a loop body once: with the
+    scanned model this is about one block (with one roulette term), so the GFLOP/s
+    figure uses :func:`matmul_flops` instead; recorded for reference."""
     x = jnp.zeros((batch, 2))
-    compiled = jax.jit(step.__wrapped__ if hasattr(step, "__wrapped__") else step).lower(
-        state, x, jax.random.key(0)).compile()
+    compiled = jax.jit(step.raw).lower(state, x, jax.random.key(0)).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0]
     return float(cost.get("flops", float("nan")))
+
+
+def matmul_flops(n_blocks, hidden, batch, n_terms):
+    """Matmul FLOPs of one step counted by hand: per block, one forward pass of g, one
+    VJP per series term (``n_terms``) and 6 passes in the Neumann backward
+    (forward-over-reverse: primal and tangent forward, primal and tangent cotangent
+    chains, and two for the tangent of the weight gradient). One pass = one product
+    per layer = ``2 * batch * sum(d_in * d_out)``."""
+    dims = [2, *hidden, 2]
+    one_pass = 2 * batch * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return n_blocks * one_pass * (1 + n_terms + 6)
 
 
 def time_peer(n_blocks, hidden, batch, n_steps, threads):
@@ -110,6 +129,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--out", default=str(HERE / "results" / "speed_toy.json"))
+    ap.add_argument("--batch-chunks", type=int, default=2,
+                    help="chunks of the batch each block processes side by side (default 2: one per core here)")
+    ap.add_argument("--no-scan", action="store_true", help="unrolled blocks (slow to compile: ~9.5 min for paper)")
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit(f"speed_toy: peer environment missing at {PEER_PY}; see the module docstring")
@@ -117,10 +139,12 @@ def main() -> None:
     rows = []
     for name in args.configs.split(","):
         c = CONFIGS[name]
-        step, state = build_ours(c["n_blocks"], c["hidden"], c["batch"])
+        step, state = build_ours(c["n_blocks"], c["hidden"], c["batch"], scan=not args.no_scan,
+                                 batch_chunks=args.batch_chunks)
         t0 = time.perf_counter()
         state, _ = time_ours(step, state, c["batch"], 1, warmup=0)
         compile_s = time.perf_counter() - t0
+        xla_flops = flops_of(step, state, c["batch"])
         ours, peer = [], []
         peer_info = {}
         for _ in range(args.rounds):
@@ -132,20 +156,26 @@ def main() -> None:
         row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
                    ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer),
                    ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
-                   peer=f"normflows {peer_info.get('torch')}")
+                   peer=f"normflows {peer_info.get('torch')}", scan=not args.no_scan,
+                   batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops)
         row["speedup"] = row["peer_ms"] / row["ours_ms"]
+        # expected terms: n_exact + E[N] = 3 + (1 - p) / p = 4
+        row["matmul_gflop"] = matmul_flops(c["n_blocks"], c["hidden"], c["batch"], 4) / 1e9
+        row["ours_gflops"] = row["matmul_gflop"] / (row["ours_ms"] / 1e3)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    lines = ["| config | blocks | hidden | batch | ours (ms/step) | normflows (ms/step) | speed-up |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| config | blocks | layers | batch | ours (ms/step) | normflows (ms/step) | speed-up "
+             "| ours GFLOP/s (matmul) | first step incl. compile (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['n_blocks']} | {'-'.join(map(str, [2, *r['hidden'], 2]))} | {r['batch']} "
-                     f"| {r['ours_ms']:.2f} | {r['peer_ms']:.2f} | {r['speedup']:.2f}x |")
+                     f"| {r['ours_ms']:.2f} | {r['peer_ms']:.2f} | {r['speedup']:.2f}x | {r['ours_gflops']:.0f} "
+                     f"| {r['compile_s']:.1f} |")
     print("\n".join(lines))
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
-                rounds=args.rounds, steps=args.steps)
+                rounds=args.rounds, steps=args.steps, load_avg_end=os.getloadavg())
     pathlib.Path(args.out).write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
 
 
