@@ -1,6 +1,7 @@
 """flows sub-package."""
 
 from flowjax_res.flows.chain import Flow
+from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.flows.distribution import DiagonalGaussian, FlowDistribution, StandardNormal
 from flowjax_res.flows.preprocess import Dequantize, Logit, Scale
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
