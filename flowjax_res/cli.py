@@ -33,10 +33,10 @@ _TRAIN_FIELDS = (
     "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition", "coupling", "out",
-    "data_dir",
+    "data_dir", "devices", "mesh_shape", "distributed",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory).
-_RESUMABLE = ("steps", "data_dir")  # data_dir: the same prepared data may have moved
+_RESUMABLE = ("steps", "data_dir", "devices", "mesh_shape", "distributed")  # data_dir: the same prepared data may have moved
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
     g.add_argument("--n-test", type=int, help=f"test points for toy data (default {d.n_test})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = t.add_argument_group("devices (the numbers of a run do not depend on them; a run may resume on others)")
+    g.add_argument("--devices", type=_devices_arg, metavar="N|all",
+                   help="shard each batch over the first N devices, or all (default 1; all with --distributed); "
+                        "--batch-size must divide by N")
+    g.add_argument("--mesh-shape", type=_mesh_shape_arg, metavar="D[,M]",
+                   help="device mesh (data[, model]) instead of --devices: M > 1 splits large parameters over M devices")
+    g.add_argument("--distributed", action="store_true", default=None,
+                   help="multi-host run: call jax.distributed.initialize() first, on every host (also "
+                        "FLOWJAX_DISTRIBUTED=1)")
     g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate a killed run (tests)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test set")
@@ -124,22 +133,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _devices_arg(text: str) -> int:
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}")
+    return n
+
+
+def _mesh_shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (1, 2) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be D or D,M with positive integers (data, model), got {text!r}")
+    return shape
+
+
 def _cmd_train(args) -> int:
     from flowjax_res.train.config import TrainConfig, load_config
+    from flowjax_res.train.sharding import maybe_initialize_distributed
     from flowjax_res.train.loop import train
     from flowjax_res.train.run import make_data, new_run_dir
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
+    maybe_initialize_distributed(args.distributed)  # before any other JAX call
     if args.resume is not None:
         bad = sorted(set(given) - set(_RESUMABLE))
         if bad:
             opts = ", ".join("--" + b.replace("_", "-") for b in bad)
-            raise ValueError(f"{opts} cannot change when resuming {args.resume!r} (only --steps and --data-dir can); "
-                             "start a new run instead")
+            raise ValueError(f"{opts} cannot change when resuming {args.resume!r} (only "
+                             f"{', '.join('--' + r.replace('_', '-') for r in _RESUMABLE)} can); start a new run instead")
         if args.name is not None:
             raise ValueError("--name cannot be used with --resume")
         cfg = load_config(args.resume)
-        cfg = cfg.replace(**{k: given[k] for k in _RESUMABLE if k in given})
+        changes = {k: given[k] for k in _RESUMABLE if k in given}
+        if "devices" in changes and "mesh_shape" not in changes:
+            changes["mesh_shape"] = None  # a new device count replaces the old mesh
+        cfg = cfg.replace(**changes)
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
     else:

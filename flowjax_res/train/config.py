@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -63,6 +64,16 @@ class TrainConfig:
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
       permutation, decomposition, coupling: Glow overrides passed to the builder when
         not ``None`` (see :mod:`flowjax_res.flows.glow`).
+      devices: number of devices (the first of ``jax.devices()``) the batch is sharded
+        over, on a ``"data"`` mesh axis; ``None`` (default): 1 device, or all devices of all
+        hosts with ``distributed``; 0: all devices. ``batch_size`` must divide by it. A
+        run's numbers do not depend on it (per-example keys), and a run may be resumed
+        on another number of devices.
+      mesh_shape: ``(data,)`` or ``(data, model)`` instead of ``devices``: large
+        parameters are then split over the ``"model"`` axis
+        (:func:`flowjax_res.train.sharding.state_shardings`).
+      distributed: call ``jax.distributed.initialize()`` first (multi-host runs; also
+        selected by the environment variable ``FLOWJAX_DISTRIBUTED=1``).
       out: parent directory of run directories.
     """
 
@@ -97,6 +108,9 @@ class TrainConfig:
     permutation: str | None = None
     decomposition: str | None = None
     coupling: str | None = None
+    devices: int | None = None
+    mesh_shape: tuple[int, ...] | None = None
+    distributed: bool = False
     out: str = "runs"
     data_dir: str | None = None
 
@@ -137,6 +151,21 @@ class TrainConfig:
         if self.coeff is not None:
             check_open_interval("coeff", self.coeff, 0.0, 1.0)
         _check_glow_options(self)
+        if self.devices is not None:
+            check_nonnegative_int("devices", self.devices)
+        if self.mesh_shape is not None:
+            if isinstance(self.mesh_shape, (str, bytes)) or not hasattr(self.mesh_shape, "__len__"):
+                raise TypeError(f"mesh_shape must be a tuple (data,) or (data, model) of ints, got {self.mesh_shape!r}")
+            object.__setattr__(self, "mesh_shape", tuple(self.mesh_shape))  # lists from config.json
+            if len(self.mesh_shape) not in (1, 2):
+                raise ValueError(f"mesh_shape must have 1 (data) or 2 (data, model) entries, got {self.mesh_shape}")
+            for i, n in enumerate(self.mesh_shape):
+                check_positive_int(f"mesh_shape[{i}]", n)
+            if self.devices not in (None, 0) and self.devices != math.prod(self.mesh_shape):
+                raise ValueError(f"devices (= {self.devices}) must equal the product of mesh_shape "
+                                 f"{self.mesh_shape} (= {math.prod(self.mesh_shape)}) when both are given")
+        if not isinstance(self.distributed, bool):
+            raise TypeError(f"distributed must be a bool, got {self.distributed!r}")
 
     def model_overrides(self) -> dict[str, Any]:
         """The estimator / Lipschitz settings that were set, as builder keyword arguments."""

@@ -8,6 +8,7 @@ spectral-norm estimates in line with the averaged weights (Behrmann et al. 2019,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flowjax_res.ops.keys import per_example_keys
 from flowjax_res.train.state import merge_model, split_model
 from flowjax_res.train.step import _lipschitz_updater
 
@@ -62,31 +64,49 @@ def per_example(
     *,
     kind: str,
     batch_size: int = 1000,
+    mesh: Any = None,
 ) -> np.ndarray:
     """Per-example ``-log p(x)`` (``kind="nll"``) or bits/dim (``"bpd"``) of the model in
     evaluation mode, in batches of ``batch_size`` (the last one padded, so one
-    compilation); batch ``b`` uses ``fold_in(key, b)``."""
+    compilation). Example ``i`` of ``data`` uses the key ``fold_in(key, i)``
+    (:func:`~flowjax_res.ops.keys.per_example_keys`), so its value does not depend on
+    ``batch_size`` or on the devices.
+
+    ``mesh``: shard each batch on the mesh's ``"data"`` axis (``batch_size`` is rounded up
+    to a multiple of the data shards; ``params``/``rest`` are replicated onto the mesh).
+    """
     metric = per_example_metric(kind)
     data = np.asarray(data)
     n = len(data)
     if n == 0:
         raise ValueError("data must hold at least one example, got 0")
     bs = min(batch_size, n)
+    shardings = {}
+    if mesh is not None:
+        from flowjax_res.train import sharding as _sh
 
-    @jax.jit
-    def values(params, rest, x, k):
+        shards = _sh.data_shards(mesh)
+        bs = -(-bs // shards) * shards
+        params, rest = jax.device_put((params, rest), _sh.replicated(mesh))
+        shardings = {"in_shardings": (_sh.replicated(mesh), _sh.replicated(mesh), _sh.batch_sharding(mesh),
+                                      _sh.replicated(mesh), _sh.replicated(mesh)),
+                     "out_shardings": _sh.replicated(mesh)}  # every host reads all values
+
+    @functools.partial(jax.jit, **shardings)
+    def values(params, rest, x, k, offset):
         model = merge_model(graphdef, params, rest)
         set_eval_mode(model)
-        return metric(model, x, k)
+        return metric(model, x, per_example_keys(k, x.shape[0], offset))
 
     out = []
-    for b, start in enumerate(range(0, n, bs)):
+    for start in range(0, n, bs):
         x = data[start : start + bs]
         m = len(x)
-        if m < bs:  # pad with the first rows; the padding is dropped below
-            x = np.concatenate([x, data[: bs - m]], axis=0)
-        v = values(params, rest, jnp.asarray(x), jax.random.fold_in(key, b))
-        out.append(np.asarray(v)[:m])
+        if m < bs:  # pad by repeating the data; the padding is dropped below
+            x = np.concatenate([x, np.resize(data, (bs - m, *data.shape[1:]))], axis=0)
+        x = jnp.asarray(x) if mesh is None else _sh.put_batch(x, mesh)
+        v = values(params, rest, x, key, jnp.asarray(start, jnp.uint32))
+        out.append(np.asarray(jax.device_get(v))[:m])
     return np.concatenate(out)
 
 
@@ -100,16 +120,18 @@ def evaluate(
     kind: str,
     batch_size: int = 1000,
     lipschitz_iters: int = 20,
+    mesh: Any = None,
 ) -> dict[str, float]:
     """Evaluate over all of ``data``: ``lipschitz_iters`` power iterations on a copy of
     the model, then :func:`per_example` in evaluation mode.
 
     Returns ``{kind: mean, kind + "_stderr": std / sqrt(n), "n": n, "n_nonfinite": k}``;
     non-finite per-example values are counted in ``n_nonfinite`` (and make the mean
-    non-finite) rather than dropped silently.
+    non-finite) rather than dropped silently. ``mesh``: evaluate sharded over its
+    ``"data"`` axis (see :func:`per_example`).
     """
     rest = prepare_eval_model(graphdef, params, rest, lipschitz_iters)
-    v = per_example(graphdef, params, rest, data, key, kind=kind, batch_size=batch_size).astype(np.float64)
+    v = per_example(graphdef, params, rest, data, key, kind=kind, batch_size=batch_size, mesh=mesh).astype(np.float64)
     n = len(v)
     finite = np.isfinite(v)
     mean = float(np.mean(v))

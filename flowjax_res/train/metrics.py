@@ -10,7 +10,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 # Keys that measure wall-clock speed: they differ between otherwise identical runs.
-TIMING_KEYS = ("steps_per_s", "time_s")
+TIMING_KEYS = ("steps_per_s", "examples_per_s", "examples_per_s_per_device", "time_s")
 
 
 def _clean(v: Any) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "param_spec",
     "state_shardings",
     "put_state",
+    "to_local",
     "check_batch_divisible",
     "process_rows",
     "put_batch",
@@ -154,6 +155,21 @@ def put_state(state: Any, mesh: Mesh, shardings: Any = None) -> Any:
     if shardings is None:
         shardings = state_shardings(state, mesh)
     return jax.device_put(state, shardings)
+
+
+def to_local(tree: Any) -> Any:
+    """A copy of a replicated (or sharded, single-host) tree on the default device, for
+    work that is not worth sharding (sampling, plots). Replicated arrays of a multi-host
+    run are read from this host's first shard."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.sharding.is_fully_replicated:
+                raise ValueError(f"cannot copy an array sharded over several hosts to one device (shape {x.shape})")
+            x = x.addressable_data(0)
+        return jax.device_put(np.asarray(x)) if isinstance(x, jax.Array) else x
+
+    return jax.tree.map(one, tree)
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> int:

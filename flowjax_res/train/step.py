@@ -62,6 +62,7 @@ def make_train_step(
     jit: bool = True,
     mesh: Any = None,
     state_sharding: Any = None,
+    return_grads: bool = False,
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, key) -> (state, metrics)``.
 
@@ -73,7 +74,8 @@ def make_train_step(
     the EMA are left exactly as they were and ``skipped`` is incremented.
 
     ``metrics``: ``loss``, ``grad_norm`` (before clipping), ``lr`` (of this update),
-    ``ok`` (bool) and ``skipped`` (running count).
+    ``ok`` (bool) and ``skipped`` (running count); with ``return_grads`` also ``grads``
+    (the raw gradients, a tree like ``state.params``; for tests and debugging).
 
     ``key`` is the step's key (shape ``()``); the objective receives the per-example keys
     ``per_example_keys(key, B)`` of the global batch (a key of shape ``(B,)`` is passed
@@ -115,6 +117,8 @@ def make_train_step(
             skipped=state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype),
         )
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), "ok": ok, "skipped": new.skipped}
+        if return_grads:
+            metrics["grads"] = grads
         return new, metrics
 
     if not jit:
