@@ -18,6 +18,9 @@ ambiguous.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 
@@ -27,6 +30,7 @@ __all__ = [
     "split_key",
     "fold_in_key",
     "batch_key",
+    "batch_split_over",
     "random_normal",
     "random_uniform",
     "random_rademacher",
@@ -84,16 +88,41 @@ def fold_in_key(key: jax.Array, data: int) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
 
 
+# Name of the mesh axis over which the batch is split inside ``shard_map`` (set by the
+# training step while it traces its per-device function); ``None`` outside.
+_BATCH_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowjax_res_batch_axis", default=None)
+
+
+@contextlib.contextmanager
+def batch_split_over(axis_name: str | None):
+    """While tracing a per-device function of ``shard_map`` whose batch is split over the
+    mesh axis ``axis_name``, make :func:`batch_key` return the key of the *global* first
+    example (gathered from the first shard), so that batch-level draws equal those of an
+    unsplit batch."""
+    token = _BATCH_AXIS.set(axis_name)
+    try:
+        yield
+    finally:
+        _BATCH_AXIS.reset(token)
+
+
 def batch_key(key: jax.Array) -> jax.Array:
     """One key for a quantity drawn once per batch (e.g. a shared roulette count).
 
     A single key is returned as is; from per-example keys, a key derived from the first
-    example's key (so it depends on the data's order, not on how the batch is split).
+    example's key (so it depends on the data's order, not on how the batch is split: inside
+    :func:`batch_split_over` the first example of the global batch, gathered from the first
+    shard).
     """
     _check_typed(key)
     if key.ndim == 0:
         return key
-    return jax.random.fold_in(key[0], 0x0BA7C4)
+    first = key[0]
+    axis = _BATCH_AXIS.get()
+    if axis is not None:
+        data = jax.lax.all_gather(jax.random.key_data(first), axis)[0]
+        first = jax.random.wrap_key_data(data, impl=jax.random.key_impl(first))
+    return jax.random.fold_in(first, 0x0BA7C4)
 
 
 def _check_batch(key: jax.Array, shape: tuple[int, ...], batch_axis: int) -> None:
