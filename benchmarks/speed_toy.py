@@ -19,7 +19,15 @@ Rounds alternate ours / peer so that machine noise hits both; the table reports 
 median step time of each and the ratio. Our FLOPs per step come from XLA's cost
 analysis of the compiled step.
 
-    python benchmarks/speed_toy.py [--rounds 3] [--steps 20] [--batch-chunks 2] [--no-scan]
+    python benchmarks/speed_toy.py [--rounds 3] [--steps 20] [--batch-chunks 2] [--no-scan] [--devices N]
+
+Ours is timed twice per configuration: on one device (XLA's CPU backend runs these
+500x128-by-128x128 products on one core) and data-parallel over ``--devices`` CPU devices
+(default: one per core; the script sets ``XLA_FLAGS=--xla_force_host_platform_device_count``
+before JAX starts), which is how our training runs on several devices
+(``flowjax-res train --devices N``: shard_map over the batch, one gradient all-reduce). The
+peer uses as many intra-op threads as there are cores. The speed-up is the peer's median
+over our data-parallel median, and over the better of our two runs ("best of ours").
 """
 
 from __future__ import annotations
@@ -33,15 +41,31 @@ import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
 
-from flowjax_res.flows.builders import dense_residual_flow
-from flowjax_res.train.config import TrainConfig
-from flowjax_res.train.optim import make_optimizer
-from flowjax_res.train.state import create_train_state
-from flowjax_res.train.step import make_train_step
+def _devices_from_argv(argv: list[str]) -> int:
+    for i, a in enumerate(argv):
+        if a == "--devices" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--devices="):
+            return int(a.split("=", 1)[1])
+    return len(os.sched_getaffinity(0))
+
+
+# The number of CPU devices is fixed when JAX starts: set it before importing JAX.
+if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from flowjax_res.flows.builders import dense_residual_flow  # noqa: E402
+from flowjax_res.train import sharding as sh  # noqa: E402
+from flowjax_res.train.config import TrainConfig  # noqa: E402
+from flowjax_res.train.optim import make_optimizer  # noqa: E402
+from flowjax_res.train.state import create_train_state  # noqa: E402
+from flowjax_res.train.step import make_train_step  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 PEER_PY = HERE / ".venv-peers" / "bin" / "python"
@@ -56,7 +80,7 @@ CONFIGS = {
 }
 
 
-def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1):
+def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1, devices=1):
     # ``scan``: the identical blocks run as one ResidualStack (lax.scan, one compiled
     # block); ``batch_chunks``: each block processes the batch in that many chunks side by
     # side (independent matmuls the CPU runs concurrently). Neither changes the estimator.
@@ -69,9 +93,16 @@ def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1):
     cfg = TrainConfig(lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0)
     tx, schedule = make_optimizer(cfg)
     graphdef, state = create_train_state(model, tx)
-    step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False)
-    raw_step = step
-    step = jax.jit(step, donate_argnums=0)
+    if devices > 1:  # data parallel over a "data" mesh axis, as `flowjax-res train --devices N`
+        mesh = sh.make_mesh(devices)
+        state = sh.put_state(state, mesh)
+        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False, mesh=mesh)
+        step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, mesh=mesh)
+        step.put = lambda x: sh.put_batch(x, mesh)
+    else:
+        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False)
+        step = jax.jit(raw_step, donate_argnums=0)
+        step.put = lambda x: x
     step.raw = raw_step
     return step, state
 
@@ -81,7 +112,7 @@ def time_ours(step, state, batch, n_steps, warmup=3, seed=1):
     times = []
     for i in range(warmup + n_steps):
         kx, kstep = jax.random.split(jax.random.fold_in(key, i))
-        x = 2.0 * jax.random.normal(kx, (batch, 2))
+        x = step.put(2.0 * jax.random.normal(kx, (batch, 2)))
         x.block_until_ready()
         t0 = time.perf_counter()
         state, metrics = step(state, x, kstep)
@@ -132,6 +163,8 @@ def main() -> None:
     ap.add_argument("--batch-chunks", type=int, default=2,
                     help="chunks of the batch each block processes side by side (default 2: one per core here)")
     ap.add_argument("--no-scan", action="store_true", help="unrolled blocks (slow to compile: ~9.5 min for paper)")
+    ap.add_argument("--devices", type=int, default=len(os.sched_getaffinity(0)),
+                    help="CPU devices of our data-parallel run (default: one per core)")
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit(f"speed_toy: peer environment missing at {PEER_PY}; see the module docstring")
@@ -139,39 +172,52 @@ def main() -> None:
     rows = []
     for name in args.configs.split(","):
         c = CONFIGS[name]
-        step, state = build_ours(c["n_blocks"], c["hidden"], c["batch"], scan=not args.no_scan,
-                                 batch_chunks=args.batch_chunks)
+        kw = dict(scan=not args.no_scan, batch_chunks=args.batch_chunks)
+        step1, state1 = build_ours(c["n_blocks"], c["hidden"], c["batch"], **kw)
         t0 = time.perf_counter()
-        state, _ = time_ours(step, state, c["batch"], 1, warmup=0)
+        state1, _ = time_ours(step1, state1, c["batch"], 1, warmup=0)
         compile_s = time.perf_counter() - t0
-        xla_flops = flops_of(step, state, c["batch"])
-        ours, peer = [], []
+        xla_flops = flops_of(step1, state1, c["batch"])
+        stepn, staten = step1, state1
+        if args.devices > 1:
+            stepn, staten = build_ours(c["n_blocks"], c["hidden"], c["batch"], devices=args.devices, **kw)
+            staten, _ = time_ours(stepn, staten, c["batch"], 1, warmup=0)
+        ours1, ours, peer = [], [], []
         peer_info = {}
         for _ in range(args.rounds):
-            state, t = time_ours(step, state, c["batch"], args.steps)
+            state1, t = time_ours(step1, state1, c["batch"], args.steps)
+            ours1 += t
+            if args.devices > 1:
+                staten, t = time_ours(stepn, staten, c["batch"], args.steps)
             ours += t
             peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
             peer += peer_info["step_s"]
-        n_params = sum(x.size for x in jax.tree.leaves(state.params))
+        n_params = sum(x.size for x in jax.tree.leaves(state1.params))
         row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
+                   ours_1dev_ms=1e3 * statistics.median(ours1), devices=args.devices,
                    ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer),
                    ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
-                   peer=f"normflows {peer_info.get('torch')}", scan=not args.no_scan,
+                   peer=f"normflows {peer_info.get('torch')}", peer_threads=args.threads, scan=not args.no_scan,
                    batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops)
         row["speedup"] = row["peer_ms"] / row["ours_ms"]
+        row["speedup_1dev"] = row["peer_ms"] / row["ours_1dev_ms"]
+        row["speedup_best"] = row["peer_ms"] / min(row["ours_ms"], row["ours_1dev_ms"])
         # expected terms: n_exact + E[N] = 3 + (1 - p) / p = 4
         row["matmul_gflop"] = matmul_flops(c["n_blocks"], c["hidden"], c["batch"], 4) / 1e9
-        row["ours_gflops"] = row["matmul_gflop"] / (row["ours_ms"] / 1e3)
+        row["ours_gflops"] = row["matmul_gflop"] / (min(row["ours_ms"], row["ours_1dev_ms"]) / 1e3)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    lines = ["| config | blocks | layers | batch | ours (ms/step) | normflows (ms/step) | speed-up "
+    lines = ["| config | blocks | layers | batch | ours, 1 device (ms/step) | ours, data-parallel (ms/step) "
+             "| normflows (ms/step) | speed-up 1 device | speed-up data-parallel | speed-up, best of ours "
              "| ours GFLOP/s (matmul) | first step incl. compile (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['n_blocks']} | {'-'.join(map(str, [2, *r['hidden'], 2]))} | {r['batch']} "
-                     f"| {r['ours_ms']:.2f} | {r['peer_ms']:.2f} | {r['speedup']:.2f}x | {r['ours_gflops']:.0f} "
-                     f"| {r['compile_s']:.1f} |")
+                     f"| {r['ours_1dev_ms']:.2f} | {r['ours_ms']:.2f} ({r['devices']} dev) "
+                     f"| {r['peer_ms']:.2f} ({r['peer_threads']} thr) | {r['speedup_1dev']:.2f}x | {r['speedup']:.2f}x "
+                     f"| **{r['speedup_best']:.2f}x** "
+                     f"| {r['ours_gflops']:.0f} | {r['compile_s']:.1f} |")
     print("\n".join(lines))
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
