@@ -158,7 +158,7 @@ def _mesh_shape_arg(text: str) -> tuple[int, ...]:
 def _cmd_train(args) -> int:
     from flowjax_res.train.config import TrainConfig, load_config
     from flowjax_res.train.sharding import maybe_initialize_distributed
-    from flowjax_res.train.loop import train
+    from flowjax_res.train.loop import run_mesh, train
     from flowjax_res.train.run import make_data, new_run_dir
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
@@ -181,6 +181,7 @@ def _cmd_train(args) -> int:
     else:
         cfg = TrainConfig(**given)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
+        run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
     try:

@@ -32,7 +32,7 @@ from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
 from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
 from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
-from flowjax_res.train.state import TrainState, create_train_state, merge_model
+from flowjax_res.train.state import TrainState, create_train_state, merge_model, split_model
 from flowjax_res.train.step import bpd_objective, make_train_step, nll_objective
 
 
@@ -93,8 +93,8 @@ def _data_dependent_init(model: nnx.Module, batch: Any, key: jax.Array, mesh: ja
     if mesh is None:
         init(model, jnp.asarray(batch), key)
         return
-    _, state = nnx.split(model)
-    nnx.update(model, _sh.put_state(state, mesh))
+    _, params, rest = split_model(model)  # parameters as in training, the rest replicated
+    nnx.update(model, _sh.put_state(params, mesh), jax.device_put(rest, _sh.replicated(mesh)))
     init(model, _sh.put_batch(batch, mesh, batch_size), key)
 
 
@@ -151,10 +151,12 @@ def train(
     if resume:
         graphdef, state, tx, schedule, _ = restore_state(run_dir, cfg, data, model_fn, mesh=mesh)
         restore_data_state(run_dir, data, int(state.step))
-        truncate_metrics(run_dir, int(state.step))
-        save_config(cfg, run_dir)  # steps (or devices) may have changed
+        if jax.process_index() == 0:
+            truncate_metrics(run_dir, int(state.step))
+            save_config(cfg, run_dir)  # steps (or devices) may have changed
     else:
-        save_config(cfg, run_dir)
+        if jax.process_index() == 0:
+            save_config(cfg, run_dir)
         graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
     objective = nll_objective if data.metric == "nll" else bpd_objective
     step_fn = make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=cfg.ema_decay,
@@ -163,10 +165,11 @@ def train(
 
     def put(batch):
         return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
+
     ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts)
-    writer = MetricsWriter(run_dir)
+    writer = MetricsWriter(run_dir) if jax.process_index() == 0 else _NoWriter()  # one writer per run
     start = int(state.step)
-    bar = _progress(start, cfg.steps, progress)
+    bar = _progress(start, cfg.steps, progress and jax.process_index() == 0)
     last_eval: dict[str, Any] = {}
     try:
         t0, n0 = time.perf_counter(), start
@@ -284,6 +287,16 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
         written.append(plots.plot_image_grid(os.path.join(run_dir, "samples.png"), samples, data.n_levels,
                                              title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))
     return written
+
+
+class _NoWriter:
+    """The metrics writer of processes other than 0 in a multi-host run."""
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        pass
 
 
 class _NoBar:
