@@ -141,10 +141,14 @@ def _as_config(name: str, value, cls):
 
 def default_eval_logdet(dim: int) -> LogDetConfig:
     """The accurate evaluation estimator: exact for ``dim <= 16``, else roulette with
-    20 always-evaluated terms and 4 probes (its variance is then small)."""
+    20 always-evaluated terms and 4 probes (its variance is then small), one roulette
+    count per example (``share_terms=False``): with per-example keys an example's
+    estimate then does not depend on the other examples of its batch, and the estimates
+    of different test examples are independent, so the standard error of a test-set
+    mean is honest."""
     if dim <= EXACT_EVAL_MAX_DIM:
         return LogDetConfig(estimator="exact")
-    return LogDetConfig(estimator="roulette", n_exact_terms=20, n_probes=4, max_terms=84)
+    return LogDetConfig(estimator="roulette", n_exact_terms=20, n_probes=4, max_terms=84, share_terms=False)
 
 
 def _activation(name: str) -> nnx.Module:
