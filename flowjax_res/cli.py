@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("devices (the numbers of a run do not depend on them; a run may resume on others)")
     g.add_argument("--devices", type=_devices_arg, metavar="N|all",
                    help="shard each batch over the first N devices, or all (default 1; all with --distributed); "
-                        "--batch-size must divide by N")
+                        "--batch-size must divide by N; on a machine without GPU/TPU, N CPU devices are created "
+                        "(one per core is useful)")
     g.add_argument("--mesh-shape", type=_mesh_shape_arg, metavar="D[,M]",
                    help="device mesh (data[, model]) instead of --devices: M > 1 splits large parameters over M devices")
     g.add_argument("--distributed", action="store_true", default=None,
@@ -155,6 +156,29 @@ def _mesh_shape_arg(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _host_devices_for(cfg) -> None:
+    """Let ``--devices N`` (or ``--mesh-shape``) work on a machine without accelerators:
+    ask XLA for N CPU devices (``--xla_force_host_platform_device_count``) unless
+    ``XLA_FLAGS`` already sets a count or JAX has already started its backends. It only
+    adds CPU devices, so it changes nothing where GPUs or TPUs are the default devices;
+    on a CPU, data parallelism over one device per core uses the cores for the whole step
+    (``benchmarks/speed_toy.py``)."""
+    import math
+
+    n = math.prod(cfg.mesh_shape) if cfg.mesh_shape is not None else (cfg.devices or 1)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n <= 1 or "xla_force_host_platform_device_count" in flags:
+        return
+    try:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            return
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def _cmd_train(args) -> int:
     from flowjax_res.train.config import TrainConfig, load_config
     from flowjax_res.train.sharding import maybe_initialize_distributed
@@ -176,10 +200,12 @@ def _cmd_train(args) -> int:
         if "devices" in changes and "mesh_shape" not in changes:
             changes["mesh_shape"] = None  # a new device count replaces the old mesh
         cfg = cfg.replace(**changes)
+        _host_devices_for(cfg)
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
     else:
         cfg = TrainConfig(**given)
+        _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
         run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
         run_dir, fresh = new_run_dir(cfg, args.name), True

@@ -205,3 +205,27 @@ def test_cli_digits_devices_8_equals_devices_1(tmp_path):
     one = _train(tmp_path, "d1", "--devices", "1", dataset="digits")
     eight = _train(tmp_path, "d8", "--devices", "8", dataset="digits")
     _assert_same_metrics(one, eight)
+
+
+def test_cli_asks_for_host_devices_before_jax_starts(monkeypatch):
+    """--devices N on a machine without accelerators: the CLI asks XLA for N CPU devices,
+    unless XLA_FLAGS already sets a count or JAX's backends are already running."""
+    from jax._src import xla_bridge
+
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    cli._host_devices_for(TrainConfig(devices=3))
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=3"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    cli._host_devices_for(TrainConfig(devices=2))
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cli._host_devices_for(TrainConfig(devices=1))
+    cli._host_devices_for(TrainConfig())
+    assert os.environ["XLA_FLAGS"] == ""
+    cli._host_devices_for(TrainConfig(mesh_shape=(2, 2)))
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cli._host_devices_for(TrainConfig(devices=2))
+    assert os.environ["XLA_FLAGS"] == ""
