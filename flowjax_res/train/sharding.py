@@ -143,9 +143,16 @@ def state_shardings(state: Any, mesh: Mesh, *, min_size: int = DEFAULT_MIN_SHARD
 
     The non-trainable model state of a :class:`~flowjax_res.train.state.TrainState`
     (``rest``: power-iteration vectors, ActNorm flags) always stays replicated: it is
-    small, and with both the kernels and their power-iteration vectors split over
-    ``"model"`` the log-densities of a Residual Flow came out wrong by ~0.3 nats on 8
-    simulated CPU devices (kernels split alone, or vectors alone, were correct).
+    small, and splitting it hits a partitioner bug. With both a conv kernel and its
+    power-iteration vector ``v`` split over ``"model"``, XLA's SPMD partitioning (Shardy
+    and GSPMD alike, jax 0.10.2, CPU) computes ``sigma = u^T conv(W, v)`` wrong, and the
+    log-densities of a Residual Flow came out wrong by up to 0.6 nats. The smallest case
+    found: ``conv_general_dilated(v[None], W, (1, 1), "SAME")`` with ``W`` of shape
+    ``(3, 3, 8, 1)`` split on its input-channel axis and ``v`` of shape ``(8, 8, 8)`` split
+    on its first spatial axis, both over ``"model"``, returns ``d`` times the correct value
+    on a ``(d, 2)`` ``data x model`` mesh (4x at ``d = 4``, 2x at ``d = 2``, correct at
+    ``d = 1``): the reduction over the split channels also sums over the ``"data"``
+    replicas. Splitting ``v`` along its channel axis instead gives the right result.
     """
     n_model = model_shards(mesh)
 
