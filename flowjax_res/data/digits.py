@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import numpy as np
 
-from flowjax_res._checks import check_choice, check_nonnegative_int, check_open_interval
+from flowjax_res.data.splits import fixed_split
 
 __all__ = ["DIGITS_SHAPE", "DIGITS_LEVELS", "load_digits"]
 
@@ -29,13 +28,6 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, np.asarray(d.target, dtype=np.int32)
 
 
-@functools.lru_cache(maxsize=8)
-def _split_indices(seed: int, test_fraction: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.asarray(jax.random.permutation(jax.random.key(seed), n))
-    n_test = int(round(test_fraction * n))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
-
-
 def load_digits(
     split: str = "train",
     *,
@@ -49,14 +41,5 @@ def load_digits(
     are disjoint and together hold all 1797 images). With ``with_labels=True`` returns
     ``(images, labels)``, labels ``int32`` in ``0..9``.
     """
-    check_choice("split", split, ("train", "test", "all"))
-    seed = check_nonnegative_int("seed", seed)
-    test_fraction = check_open_interval("test_fraction", test_fraction, 0.0, 1.0)
     images, labels = _raw_digits()
-    if split == "all":
-        idx = np.arange(images.shape[0])
-    else:
-        train_idx, test_idx = _split_indices(seed, test_fraction, images.shape[0])
-        idx = train_idx if split == "train" else test_idx
-    out = images[idx].copy()
-    return (out, labels[idx].copy()) if with_labels else out
+    return fixed_split(images, labels, split, seed=seed, test_fraction=test_fraction, with_labels=with_labels)

@@ -14,10 +14,9 @@ import functools
 import gzip
 import importlib.resources
 
-import jax
 import numpy as np
 
-from flowjax_res._checks import check_choice, check_nonnegative_int, check_open_interval
+from flowjax_res.data.splits import fixed_split
 
 __all__ = ["MNIST_SHAPE", "MNIST_LEVELS", "MNIST5K_SIZE", "load_mnist5k"]
 
@@ -44,13 +43,6 @@ def _raw_mnist5k() -> tuple[np.ndarray, np.ndarray]:
     return images, table[:, -1].astype(np.int32)
 
 
-@functools.lru_cache(maxsize=8)
-def _split_indices(seed: int, test_fraction: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.asarray(jax.random.permutation(jax.random.key(seed), n))
-    n_test = int(round(test_fraction * n))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
-
-
 def load_mnist5k(
     split: str = "train",
     *,
@@ -64,14 +56,5 @@ def load_mnist5k(
     all 5000). With ``with_labels=True`` returns ``(images, labels)``, labels ``int32``
     in ``0..9``.
     """
-    check_choice("split", split, ("train", "test", "all"))
-    seed = check_nonnegative_int("seed", seed)
-    test_fraction = check_open_interval("test_fraction", test_fraction, 0.0, 1.0)
     images, labels = _raw_mnist5k()
-    if split == "all":
-        idx = np.arange(images.shape[0])
-    else:
-        train_idx, test_idx = _split_indices(seed, test_fraction, images.shape[0])
-        idx = train_idx if split == "train" else test_idx
-    out = images[idx].copy()
-    return (out, labels[idx].copy()) if with_labels else out
+    return fixed_split(images, labels, split, seed=seed, test_fraction=test_fraction, with_labels=with_labels)
