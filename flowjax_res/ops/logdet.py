@@ -261,9 +261,7 @@ def _residual_core(
         if with_gx:
             gx, ld = with_neumann_gradient_joint(estimate, g, params, x, v, n_total, mode=gradient)
         else:
-            ld = with_neumann_gradient(
-                lambda *a: estimate(*a)[1:], g, params, x, v, n_total, mode=gradient
-            )
+            ld = with_neumann_gradient(lambda *a: estimate(*a)[1:], g, params, x, v, n_total, mode=gradient)
 
     n_loop_terms = jnp.max(n_total).astype(jnp.int32)
     info = dict(
@@ -274,8 +272,6 @@ def _residual_core(
         finite=jnp.isfinite(ld),
     )
     return (gx if with_gx else None), ld, info
-
-
 
 
 def residual_logdet_with_info(
