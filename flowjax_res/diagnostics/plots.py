@@ -57,9 +57,17 @@ def plot_bias_std_vs_terms(records: Sequence[dict], path: str, *, title: str | N
         ax.set_yscale("log")
         ax.set_xlabel("number of terms (roulette: mean)")
         ax.set_ylabel("nats per example")
-        first = recs[0]
-        ax.set_title(str(first.get("group_title") or f"block {gname} (d={first['dim']})"), fontsize=9)
+        ax.set_title(_group_title(gname, recs), fontsize=9)
         ax.legend(fontsize=6)
+    return _finish(plt, fig, path, title)
+
+
+def _group_title(gname, recs: Sequence[dict]) -> str:
+    first = recs[0]
+    return str(first.get("group_title") or f"block {gname} (d={first['dim']})")
+
+
+def _finish(plt, fig, path: str, title: str | None) -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -89,14 +97,8 @@ def plot_variance_cost(records: Sequence[dict], path: str, *, title: str | None 
         ax.set_xscale("log")
         ax.invert_yaxis()
         ax.set_xlabel("variance × cost (JVPs); hatched: biased")
-        first = recs[0]
-        ax.set_title(str(first.get("group_title") or f"block {gname} (d={first['dim']})"), fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        ax.set_title(_group_title(gname, recs), fontsize=9)
+    return _finish(plt, fig, path, title)
 
 
 def write_plots(records: Sequence[dict], out_dir: str, *, prefix: str = "variance") -> list[str]:
