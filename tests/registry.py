@@ -53,3 +53,16 @@ def all_cases() -> list[Case]:
     if dupes:
         raise RuntimeError(f"duplicate registry names: {sorted(dupes)}")
     return cases
+
+
+def perturb_params(module, key: jax.Array, scale: float = 0.3):
+    """Add ``scale * N(0, 1)`` noise (in each parameter's dtype) to every ``nnx.Param`` of
+    ``module`` in place, so that tests do not run at the (often trivial) initialisation;
+    returns ``module``."""
+    from flax import nnx
+
+    leaves, treedef = jax.tree.flatten(nnx.state(module, nnx.Param))
+    keys = jax.random.split(key, len(leaves))
+    new = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+    nnx.update(module, jax.tree.unflatten(treedef, new))
+    return module

@@ -13,28 +13,19 @@ from flax import nnx
 from flowjax_res.layers.conv1x1 import InvConv1x1
 from flowjax_res.layers.emerging import EmergingConv
 from flowjax_res.layers.periodic import PeriodicConv
-from tests.registry import Case
-
-
-def _perturbed(layer, key, scale):
-    state = nnx.state(layer, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    new = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
-    nnx.update(layer, jax.tree.unflatten(treedef, new))
-    return layer
+from tests.registry import Case, perturb_params
 
 
 def _emerging(c, k):
-    return lambda key: _perturbed(EmergingConv(c, k, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+    return lambda key: perturb_params(EmergingConv(c, k, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
 
 
 def _periodic(c, k, hw):
-    return lambda key: _perturbed(PeriodicConv(c, k, input_shape=hw, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
+    return lambda key: perturb_params(PeriodicConv(c, k, input_shape=hw, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
 
 
 def _conv1x1(c, decomposition):
-    return lambda key: _perturbed(InvConv1x1(c, decomposition=decomposition, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+    return lambda key: perturb_params(InvConv1x1(c, decomposition=decomposition, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
 
 
 CASES: list = [
@@ -59,19 +50,19 @@ from flowjax_res.layers.split_prior import LearnedPrior, SplitPrior  # noqa: E40
 
 
 def _affine_coupling(c, hidden):
-    return lambda key: _perturbed(AffineCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+    return lambda key: perturb_params(AffineCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
 
 
 def _additive_coupling(c, hidden):
-    return lambda key: _perturbed(AdditiveCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
+    return lambda key: perturb_params(AdditiveCoupling(c, hidden, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
 
 
 def _split_prior(c, keep):
-    return lambda key: _perturbed(SplitPrior(c, keep=keep, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
+    return lambda key: perturb_params(SplitPrior(c, keep=keep, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
 
 
 def _learned_prior(shape, per_position):
-    return lambda key: _perturbed(LearnedPrior(shape, per_position=per_position), key, 0.3)
+    return lambda key: perturb_params(LearnedPrior(shape, per_position=per_position), key, 0.3)
 
 
 def _glow_body(permutation, decomposition="none", coupling="affine"):
@@ -79,7 +70,7 @@ def _glow_body(permutation, decomposition="none", coupling="affine"):
         cfg = glow_config("tiny", permutation=permutation, decomposition=decomposition, coupling=coupling)
         body = glow_multiscale((4, 4, 2), cfg, rngs=nnx.Rngs(key))
         body.forward(jax.random.normal(jax.random.fold_in(key, 2), (8, 4, 4, 2)))  # ActNorm data-dependent init
-        return _perturbed(body, jax.random.fold_in(key, 1), 0.05)
+        return perturb_params(body, jax.random.fold_in(key, 1), 0.05)
 
     return make
 

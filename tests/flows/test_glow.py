@@ -26,17 +26,9 @@ from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.permutation import ChannelPermutation
 from flowjax_res.layers.split_prior import LearnedPrior, SplitPrior
 from flowjax_res.layers.squeeze import Squeeze
+from tests.registry import perturb_params
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def _perturb(module, key, scale):
-    state = nnx.state(module, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    nnx.update(module, jax.tree.unflatten(treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype)
-                                                    for l, k in zip(leaves, keys)]))
-    return module
 
 
 # -- MultiScale split_layers --------------------------------------------------------
@@ -48,7 +40,7 @@ def _multiscale(split_layers=None):
 
 def test_multiscale_split_layers_applied_before_factor_out():
     x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
-    split = _perturb(SplitPrior(32, rngs=nnx.Rngs(0)), jax.random.key(1), 0.2)
+    split = perturb_params(SplitPrior(32, rngs=nnx.Rngs(0)), jax.random.key(1), 0.2)
     plain, with_split = _multiscale(), _multiscale([split])
     nnx.update(with_split.stages, nnx.state(plain.stages))
     z0, ld0 = plain.forward(x)
@@ -90,7 +82,7 @@ def test_glow_log_prob_is_exact_change_of_variables():
     x = jax.random.randint(jax.random.key(1), (2, 4, 4, 2), 0, n_levels)
     key = jax.random.key(2)
     dist.log_prob(x, key=key)  # ActNorm data-dependent initialisation
-    _perturb(dist, jax.random.key(3), 0.05)
+    perturb_params(dist, jax.random.key(3), 0.05)
     lp = dist.log_prob(x, key=key)
     v, _ = dist.flow.layers[0].forward(x, key=split_keys(key, 3)[0])  # the same dequantisation noise
     body = dist.flow.layers[-1]

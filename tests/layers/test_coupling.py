@@ -15,16 +15,9 @@ from flax import nnx
 
 from flowjax_res.layers.coupling import AdditiveCoupling, AffineCoupling
 from flowjax_res.layers.permutation import ChannelPermutation, ReversePermutation, ShufflePermutation
+from tests.registry import perturb_params
 
 X = jax.random.normal(jax.random.key(0), (2, 3, 4, 6))
-
-
-def _perturb(layer, key, scale=0.3):
-    state = nnx.state(layer, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    nnx.update(layer, jax.tree.unflatten(treedef, [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]))
-    return layer
 
 
 def test_affine_coupling_starts_as_fixed_scale():
@@ -46,7 +39,7 @@ def test_additive_coupling_starts_as_identity():
 
 @pytest.mark.parametrize("cls", [AffineCoupling, AdditiveCoupling])
 def test_first_half_passes_through_and_second_depends_on_it(cls):
-    layer = _perturb(cls(6, 8, rngs=nnx.Rngs(0)), jax.random.key(1))
+    layer = perturb_params(cls(6, 8, rngs=nnx.Rngs(0)), jax.random.key(1))
     y, _ = layer.forward(X)
     np.testing.assert_array_equal(np.asarray(y[..., :3]), np.asarray(X[..., :3]))
     x2 = X.at[..., :3].add(1.0)
@@ -55,7 +48,7 @@ def test_first_half_passes_through_and_second_depends_on_it(cls):
 
 
 def test_affine_logdet_is_sum_log_sigmoid():
-    layer = _perturb(AffineCoupling(4, 8, rngs=nnx.Rngs(0)), jax.random.key(1))
+    layer = perturb_params(AffineCoupling(4, 8, rngs=nnx.Rngs(0)), jax.random.key(1))
     x = X[..., :4]
     _, ld = layer.forward(x)
     h = layer.net(x[..., :2])

@@ -14,6 +14,7 @@ from flowjax_res.layers.lipschitz import (
     update_lipschitz,
 )
 from flowjax_res.layers.variables import PowerIterState
+from tests.registry import perturb_params
 
 COEFF = 0.9
 BIG_INIT = nnx.initializers.normal(1.0)  # raw spectral norm well above COEFF
@@ -79,14 +80,6 @@ def _same(a, b):
     return [bool(np.array_equal(x, y)) for x, y in zip(a, b, strict=True)]
 
 
-def _perturb_params(model, key, scale):
-    params = nnx.state(model, nnx.Param)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    nnx.update(model, jax.tree.unflatten(tree, leaves))
-
-
 def test_update_lipschitz_under_jit_changes_only_power_state():
     model = _Net(nnx.Rngs(4))
     x = jax.random.normal(jax.random.key(5), (2, 4, 4, 2))
@@ -96,7 +89,7 @@ def test_update_lipschitz_under_jit_changes_only_power_state():
     assert all(_same(state0, _snapshot(model)))
     np.testing.assert_array_equal(before_y, model(x))
 
-    _perturb_params(model, jax.random.key(6), 0.3)  # an "optimiser step"
+    perturb_params(model, jax.random.key(6), 0.3)  # an "optimiser step"
     params = _snapshot(model, nnx.Param)
     power = _snapshot(model, PowerIterState)
 

@@ -13,17 +13,10 @@ from flax import nnx
 
 from flowjax_res.flows.distribution import DiagonalGaussian
 from flowjax_res.layers.split_prior import LearnedPrior, SplitPrior
+from tests.registry import perturb_params
 
 X = jax.random.normal(jax.random.key(0), (3, 4, 2, 6))
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-def _perturb(layer, key, scale=0.3):
-    state = nnx.state(layer, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    nnx.update(layer, jax.tree.unflatten(treedef, [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]))
-    return layer
 
 
 def _std_normal_logpdf(a):
@@ -38,7 +31,7 @@ def test_split_prior_starts_as_identity():
 
 @pytest.mark.parametrize("keep", ["last", "first"])
 def test_split_prior_equals_glow_conditional_gaussian(keep):
-    layer = _perturb(SplitPrior(6, keep=keep, rngs=nnx.Rngs(0)), jax.random.key(1))
+    layer = perturb_params(SplitPrior(6, keep=keep, rngs=nnx.Rngs(0)), jax.random.key(1))
     y, ld = layer.forward(X)
     h_keep, h_out = (X[..., 3:], X[..., :3]) if keep == "last" else (X[..., :3], X[..., 3:])
     y_keep = y[..., 3:] if keep == "last" else y[..., :3]
@@ -55,7 +48,7 @@ def test_split_prior_equals_glow_conditional_gaussian(keep):
 def test_learned_prior_equals_diagonal_gaussian():
     shape = (4, 2, 6)
     for per_position in (False, True):
-        prior = _perturb(LearnedPrior(shape, per_position=per_position), jax.random.key(2))
+        prior = perturb_params(LearnedPrior(shape, per_position=per_position), jax.random.key(2))
         y, ld = prior.forward(X)
         gauss = DiagonalGaussian(shape)
         mean = jnp.broadcast_to(prior.mean[...], shape)
@@ -71,7 +64,7 @@ def test_learned_prior_starts_as_identity_and_inverts():
     y, ld = prior.forward(X)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(X))
     np.testing.assert_array_equal(np.asarray(ld), np.zeros(3))
-    vec = _perturb(LearnedPrior(5), jax.random.key(3))
+    vec = perturb_params(LearnedPrior(5), jax.random.key(3))
     v = jax.random.normal(jax.random.key(4), (2, 5))
     np.testing.assert_allclose(np.asarray(vec.inverse(vec.forward(v)[0])), np.asarray(v), atol=1e-5)
 
