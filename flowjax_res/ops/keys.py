@@ -11,9 +11,12 @@ Per-example keys make every example's random numbers a function of that example'
 alone: with keys derived from ``(seed, step, global example index)``
 (:func:`per_example_keys`), a training step gives the same numbers whatever the batch is
 split into (devices, hosts, micro-batches). The helpers here dispatch on the key's shape so
-that layers need not know which kind they were given. Keys are typed keys
-(``jax.random.key``); legacy ``uint32[2]`` keys are rejected because their shape is
-ambiguous.
+that layers need not know which kind they were given. Both kinds of JAX key are
+accepted: typed keys (``jax.random.key(seed)``) and legacy raw keys
+(``jax.random.PRNGKey(seed)``, ``uint32`` arrays whose last axis holds the key data),
+which :func:`as_typed_key` wraps into typed keys of the default implementation; shapes
+are then read on the typed key, so a legacy ``uint32[2]`` key is one key and a
+``uint32[B, 2]`` array is ``B`` per-example keys.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "as_typed_key",
     "is_per_example",
     "per_example_keys",
     "split_key",
@@ -37,12 +41,35 @@ __all__ = [
 ]
 
 
+def as_typed_key(key: jax.Array, name: str = "key") -> jax.Array:
+    """``key`` as a typed key: typed keys are returned as they are; legacy raw keys
+    (``jax.random.PRNGKey(seed)``: ``uint32`` with the key data on the last axis, e.g.
+    shape ``(2,)`` for one key or ``(B, 2)`` for ``B`` keys) are wrapped with
+    ``jax.random.wrap_key_data``. Anything else raises ``TypeError``; more than one
+    batch axis raises ``ValueError``.
+
+    Example:
+        >>> import jax
+        >>> as_typed_key(jax.random.PRNGKey(0)).shape
+        ()
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and dtype == jnp.uint32 and getattr(key, "ndim", 0) >= 1:
+        try:
+            key = jax.random.wrap_key_data(key)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be a jax.random key (jax.random.key(seed) or jax.random.PRNGKey(seed)) "
+                            f"or an array of them, got a uint32 array of shape {key.shape} ({e})") from None
+    _check_typed(key, name)
+    return key
+
+
 def _check_typed(key: jax.Array, name: str = "key") -> None:
     dtype = getattr(key, "dtype", None)
     if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
         raise TypeError(
-            f"{name} must be a typed jax.random key (jax.random.key(seed)) or an array of them, "
-            f"got dtype {getattr(key, 'dtype', type(key))}"
+            f"{name} must be a jax.random key (jax.random.key(seed) or jax.random.PRNGKey(seed)) or an array of "
+            f"them, got {'dtype ' + str(dtype) if dtype is not None else type(key).__name__}"
         )
     if key.ndim > 1:
         raise ValueError(f"{name} must have shape () or (batch,), got {key.shape}")
@@ -50,8 +77,7 @@ def _check_typed(key: jax.Array, name: str = "key") -> None:
 
 def is_per_example(key: jax.Array) -> bool:
     """Whether ``key`` holds one key per example (shape ``(B,)``)."""
-    _check_typed(key)
-    return key.ndim == 1
+    return as_typed_key(key).ndim == 1
 
 
 def per_example_keys(key: jax.Array, n: int, offset: jax.Array | int = 0) -> jax.Array:
@@ -60,7 +86,7 @@ def per_example_keys(key: jax.Array, n: int, offset: jax.Array | int = 0) -> jax
     With ``key`` the key of a training step and ``offset`` the global index of the first
     example, every example's key depends only on ``(key, global index)``.
     """
-    _check_typed(key)
+    key = as_typed_key(key)
     if key.ndim != 0:
         raise ValueError(f"key must be a single key (shape ()), got shape {key.shape}")
     idx = jnp.asarray(offset, jnp.uint32) + jnp.arange(n, dtype=jnp.uint32)
@@ -74,7 +100,7 @@ def split_key(key: jax.Array, n: int) -> jax.Array:
     shape ``(B,)`` give shape ``(n, B)``: entry ``[j, i]`` is the ``j``-th key split from
     example ``i``'s key.
     """
-    _check_typed(key)
+    key = as_typed_key(key)
     if key.ndim == 0:
         return jax.random.split(key, n)
     return jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, n))(key), 0, 1)
@@ -82,7 +108,7 @@ def split_key(key: jax.Array, n: int) -> jax.Array:
 
 def fold_in_key(key: jax.Array, data: int) -> jax.Array:
     """``jax.random.fold_in`` applied to a single key or to every per-example key."""
-    _check_typed(key)
+    key = as_typed_key(key)
     if key.ndim == 0:
         return jax.random.fold_in(key, data)
     return jax.vmap(lambda k: jax.random.fold_in(k, data))(key)
@@ -114,7 +140,7 @@ def batch_key(key: jax.Array) -> jax.Array:
     :func:`batch_split_over` the first example of the global batch, gathered from the first
     shard).
     """
-    _check_typed(key)
+    key = as_typed_key(key)
     if key.ndim == 0:
         return key
     first = key[0]
@@ -134,7 +160,7 @@ def _check_batch(key: jax.Array, shape: tuple[int, ...], batch_axis: int) -> Non
 
 
 def _draw(fn, key: jax.Array, shape: tuple[int, ...], batch_axis: int, **kw) -> jax.Array:
-    _check_typed(key)
+    key = as_typed_key(key)
     shape = tuple(int(s) for s in shape)
     if key.ndim == 0:
         return fn(key, shape, **kw)

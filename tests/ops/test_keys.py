@@ -63,9 +63,22 @@ def test_probes_per_example():
     np.testing.assert_array_equal(np.asarray(v[:, 2:4]), np.asarray(w))
 
 
+def test_legacy_keys_equal_their_typed_keys():
+    legacy = jax.random.PRNGKey(3)
+    typed = jax.random.wrap_key_data(legacy)
+    np.testing.assert_array_equal(np.asarray(random_normal(legacy, (3,))), np.asarray(random_normal(typed, (3,))))
+    # uint32[B, 2]: B per-example keys, as the typed keys they wrap
+    legacy_b = jax.random.split(legacy, 4)
+    assert legacy_b.dtype == jnp.uint32 and legacy_b.shape == (4, 2)
+    np.testing.assert_array_equal(np.asarray(random_normal(legacy_b, (4, 2))),
+                                  np.asarray(random_normal(jax.random.wrap_key_data(legacy_b), (4, 2))))
+
+
 def test_bad_keys_are_rejected():
-    with pytest.raises(TypeError, match="typed jax.random key"):
-        random_normal(jax.random.PRNGKey(0), (3,))
+    with pytest.raises(TypeError, match="jax.random key"):
+        random_normal(jnp.zeros((3,), jnp.float32), (3,))
+    with pytest.raises(TypeError, match="uint32 array of shape"):
+        random_normal(jnp.zeros((3,), jnp.uint32), (3,))
     with pytest.raises(ValueError, match="batch size 4"):
         random_normal(per_example_keys(jax.random.key(0), 4), (5, 2))
     with pytest.raises(ValueError, match="single key"):
