@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_shape
 from flowjax_res.ops.keys import split_key
 
@@ -34,7 +35,7 @@ def _check_bijector(i: int, layer) -> None:
             raise TypeError(f"layers[{i}] must be a bijector with forward/inverse methods, got {type(layer).__name__}")
 
 
-class Flow(nnx.Module):
+class Flow(Bijector):
     """Chain ``layers`` (data -> latent in the given order).
 
     ``forward`` applies them in order, sums their log-dets and gives layer ``l`` the

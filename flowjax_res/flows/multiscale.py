@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_shape
 from flowjax_res.flows.chain import split_keys
 from flowjax_res.ops.keys import fold_in_key
@@ -63,7 +64,7 @@ def multiscale_shapes(
     return shapes
 
 
-class MultiScale(nnx.Module):
+class MultiScale(Bijector):
     """Stages at decreasing resolution, with squeezes and (optional) factor-out.
 
     Args:

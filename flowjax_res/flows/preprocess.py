@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_open_interval, check_positive_int
 from flowjax_res.ops.keys import random_uniform
 
@@ -46,7 +47,7 @@ def _as_float(x: jax.Array) -> jax.Array:
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
-class Dequantize(nnx.Module):
+class Dequantize(Bijector):
     """Uniform dequantisation ``v = x + u``, ``u ~ U[0, 1)^D`` drawn from ``key``.
 
     ``forward`` needs a key (``ValueError`` otherwise) and has ``log_det = 0``: the
@@ -75,7 +76,7 @@ class Dequantize(nnx.Module):
         return jnp.clip(jnp.floor(y), 0, self.n_levels - 1)
 
 
-class Scale(nnx.Module):
+class Scale(Bijector):
     """``w = x / n_levels + shift`` with ``log_det = -D log(n_levels)``.
 
     ``shift=0`` maps ``[0, n_levels)`` to ``[0, 1)`` (before :class:`Logit`);
@@ -99,7 +100,7 @@ class Scale(nnx.Module):
         return (y - self.shift) * self.n_levels
 
 
-class Logit(nnx.Module):
+class Logit(Bijector):
     """``y = logit(alpha + (1 - 2 alpha) x)`` for ``x`` in ``[0, 1]`` (Real NVP, Sec. 4.1).
 
     ``log_det = Σ_i [log(1 - 2 alpha) - log s_i - log(1 - s_i)]``, ``s = alpha + (1-2 alpha) x``.

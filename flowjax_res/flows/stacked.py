@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive_int, check_shape
 from flowjax_res.layers.variables import InitFlag
 from flowjax_res.ops.keys import split_key
@@ -33,7 +34,7 @@ def _stack_states(states: Sequence) -> object:
     return jax.tree.map(lambda *a: jnp.stack(a), *states)
 
 
-class ResidualStack(nnx.Module):
+class ResidualStack(Bijector):
     """``n`` identical bijectors ``f_n ∘ ... ∘ f_1`` run by one ``lax.scan``.
 
     Build it from already-constructed units (``ResidualStack(units)``; they must have the

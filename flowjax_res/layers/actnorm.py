@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive, check_positive_int
 from flowjax_res.layers.variables import InitFlag
 
@@ -26,7 +27,7 @@ def _is_traced(a) -> bool:
     return isinstance(a, jax.core.Tracer)
 
 
-class ActNorm(nnx.Module):
+class ActNorm(Bijector):
     """Per-channel (last axis) affine bijector ``y = (x + b) * exp(log_s)``.
 
     Works on ``(batch, C)`` and on ``(batch, H, W, C)`` (any number of spatial axes).
@@ -113,6 +114,3 @@ class ActNorm(nnx.Module):
         y = jnp.asarray(y)
         self._check(y, "y")
         return y * jnp.exp(-self.log_scale[...]) - self.bias[...]
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.forward(x)[0]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.scipy.linalg import lu
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_choice, check_positive_int
 from flowjax_res.ops.conv1x1 import (
     conv1x1,
@@ -42,7 +43,7 @@ def check_image_input(name: str, x, channels: int) -> None:
         raise ValueError(f"{name} must have shape (batch, H, W, {channels}); got shape {shape}")
 
 
-class InvConv1x1(nnx.Module):
+class InvConv1x1(Bijector):
     """Invertible 1x1 convolution ``y = W x`` per pixel; ``log_det = H W log|det W|``.
 
     Args:

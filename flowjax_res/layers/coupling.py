@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive_int
 from flowjax_res.layers.conv1x1 import check_image_input
 
@@ -54,7 +55,7 @@ class CouplingNet(nnx.Module):
         return self.conv_out(h)
 
 
-class _Coupling(nnx.Module):
+class _Coupling(Bijector):
     def __init__(self, channels: int, hidden_channels: int, n_out_halves: int, *, rngs: nnx.Rngs):
         self.channels = _even_channels(channels)
         self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)

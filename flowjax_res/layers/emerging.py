@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive, check_positive_int
 from flowjax_res.layers.conv1x1 import check_image_input
 from flowjax_res.ops.autoregressive_conv import autoregressive_mask
 from flowjax_res.ops.emerging_conv import emerging_conv, emerging_conv_inverse, emerging_conv_logdet
 
 
-class EmergingConv(nnx.Module):
+class EmergingConv(Bijector):
     """Emerging convolution ``z = k_2 (*) (k_1 (*) x)``, ``log_det`` from the centre taps.
 
     Args:

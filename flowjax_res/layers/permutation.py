@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive_int
 
 __all__ = ["ChannelPermutation", "ReversePermutation", "ShufflePermutation"]
 
 
-class ChannelPermutation(nnx.Module):
+class ChannelPermutation(Bijector):
     """``y[..., i] = x[..., perm[i]]`` on the last (channel) axis; ``log_det = 0``.
 
     Works on ``(batch, C)`` vectors and on ``(batch, H, W, C)`` images (any number of

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import (
     check_choice,
     check_nonnegative_int,
@@ -156,7 +157,7 @@ def _activation(name: str) -> nnx.Module:
     return LipSwish() if name == "lipswish" else Activation(name)
 
 
-class ResidualBlock(nnx.Module):
+class ResidualBlock(Bijector):
     """``y = x + g(x)`` with a Lipschitz-constrained ``g`` (i-ResNet / Residual Flows).
 
     Build it with :meth:`dense` or :meth:`conv`, or pass any ``nnx.Module`` ``g`` that

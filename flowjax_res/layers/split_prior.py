@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_choice, check_positive_int, check_shape
 from flowjax_res.layers.conv1x1 import check_image_input
 
@@ -41,7 +42,7 @@ def _sum_event(a: jax.Array) -> jax.Array:
     return jnp.sum(a.reshape(a.shape[0], -1), axis=1)
 
 
-class SplitPrior(nnx.Module):
+class SplitPrior(Bijector):
     """Conditional Gaussian prior of a factored-out half, as a bijector on NHWC images.
 
     ``forward`` maps ``h`` (C channels) to the same layout with the factored-out half
@@ -107,7 +108,7 @@ class SplitPrior(nnx.Module):
         return self._join(keep, eps * jnp.exp(log_sigma) + mu)
 
 
-class LearnedPrior(nnx.Module):
+class LearnedPrior(Bijector):
     """Unconditional learned Gaussian prior (Glow's "learntop") as an affine bijector:
     ``eps = (h - mu) * exp(-log_sigma)``, ``log_det = -Σ log_sigma`` (summed over every
     position it applies to). ``mu, log_sigma`` are ``nnx.Param`` initialised to 0.

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_shape
 
 __all__ = ["Squeeze", "squeeze_shape"]
@@ -43,7 +44,7 @@ def _depth_to_space(y: jax.Array) -> jax.Array:
     return y.reshape(b, 2 * h, 2 * w, c)
 
 
-class Squeeze(nnx.Module):
+class Squeeze(Bijector):
     """Space-to-depth 2x2 (NHWC): ``(B, H, W, C) -> (B, H/2, W/2, 4C)``, ``log_det = 0``.
 
     Args:
