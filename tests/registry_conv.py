@@ -20,8 +20,8 @@ def _emerging(c, k):
     return lambda key: perturb_params(EmergingConv(c, k, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.2)
 
 
-def _periodic(c, k, hw):
-    return lambda key: perturb_params(PeriodicConv(c, k, input_shape=hw, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
+def _periodic(c, k, shape):
+    return lambda key: perturb_params(PeriodicConv(c, k, input_shape=shape, rngs=nnx.Rngs(key)), jax.random.fold_in(key, 1), 0.1)
 
 
 def _conv1x1(c, decomposition):
@@ -32,8 +32,8 @@ CASES: list = [
     Case("emerging_k3_4x4x2", _emerging(2, 3), (4, 4, 2)),
     Case("emerging_k3_5x3x2", _emerging(2, 3), (5, 3, 2)),
     Case("emerging_k5_5x3x2", _emerging(2, 5), (5, 3, 2)),
-    Case("periodic_k3_4x4x2", _periodic(2, 3, (4, 4)), (4, 4, 2)),
-    Case("periodic_k2_5x3x2", _periodic(2, 2, (5, 3)), (5, 3, 2)),
+    Case("periodic_k3_4x4x2", _periodic(2, 3, (4, 4, 2)), (4, 4, 2)),
+    Case("periodic_k2_5x3x2", _periodic(2, 2, (5, 3, 2)), (5, 3, 2)),
     Case("conv1x1_none_4x4x2", _conv1x1(2, "none"), (4, 4, 2)),
     Case("conv1x1_plu_5x3x2", _conv1x1(2, "plu"), (5, 3, 2)),
     Case("conv1x1_qr_4x4x2", _conv1x1(2, "qr"), (4, 4, 2)),

@@ -53,7 +53,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flowjax_res._checks import check_choice, check_positive_int
+from flowjax_res._checks import as_rngs, check_choice, check_positive_int
 from flowjax_res.flows.builders import _image_shape
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
@@ -183,7 +183,7 @@ def _permutation(cfg: GlowConfig, shape: tuple[int, int, int], rngs: nnx.Rngs) -
         return [InvConv1x1(c, decomposition=cfg.decomposition, rngs=rngs)]
     if cfg.permutation == "emerging":
         return [EmergingConv(c, cfg.kernel_size, rngs=rngs), InvConv1x1(c, decomposition=cfg.decomposition, rngs=rngs)]
-    return [PeriodicConv(c, cfg.kernel_size, input_shape=(h, w), rngs=rngs)]
+    return [PeriodicConv(c, cfg.kernel_size, input_shape=(h, w, c), rngs=rngs)]
 
 
 def glow_multiscale(input_shape: Sequence[int], cfg: GlowConfig, *, rngs: nnx.Rngs) -> MultiScale:
@@ -248,6 +248,7 @@ def glow(
         ...             n_levels=17, rngs=nnx.Rngs(0))
         >>> # dist.log_prob(x, key=key), dist.bits_per_dim(x, key=key), dist.sample(key, n)
     """
+    rngs = as_rngs(rngs)
     cfg = glow_config(preset, permutation=permutation, decomposition=decomposition, coupling=coupling, **overrides)
     return build_glow(input_shape, cfg, rngs=rngs)
 

@@ -1,6 +1,6 @@
 """Periodic (circular) k x k convolution as a bijector (Hoogeboom et al. 2019, Sec. 3.2).
 
-Built for one image size (H, W): the log-det is a sum over its H x W frequencies. The
+Built for one image shape (H, W, C): the log-det is a sum over its H x W frequencies. The
 maths (centre convention, real-FFT log-det, per-frequency solves, singular-value
 diagnostics) is in ``flowjax_res.ops.periodic_conv``.
 """
@@ -13,19 +13,21 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive, check_positive_int, check_shape
 from flowjax_res.layers.conv1x1 import random_rotation
 from flowjax_res.ops.periodic_conv import kernel_centre, periodic_conv, periodic_conv_inverse, periodic_conv_logdet
 
 
-class PeriodicConv(nnx.Module):
+class PeriodicConv(Bijector):
     """Periodic convolution: ``log_det = sum_w log|det K_hat(w)|``; inverse per frequency.
 
     Args:
         channels: C.
         kernel_size: k, odd or even (centre tap at ``(k - 1) // 2``).
-        input_shape: the image size ``(H, W)`` it is built for; other sizes raise
-            ``ValueError`` at call.
+        input_shape: the per-example image shape ``(H, W, C)`` it is built for (``C ==
+            channels``), as for the other image layers; other shapes raise ``ValueError``
+            at call.
         init_scale: standard deviation of the off-centre initial taps; the centre tap
             starts as a random rotation.
         min_rcond: inverse refuses (NaN output, ``info["invertible"] = False``) when
@@ -52,10 +54,13 @@ class PeriodicConv(nnx.Module):
         self.channels = check_positive_int("channels", channels)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
-        if len(shape) != 2:
-            raise ValueError(f"input_shape must be the image size (H, W); got {input_shape!r}")
+        if len(shape) != 3:
+            raise ValueError(f"input_shape must be the per-example image shape (H, W, C) with C == channels "
+                             f"({self.channels}); got {input_shape!r}")
         self.height = check_positive_int("input_shape[0] (H)", shape[0])
         self.width = check_positive_int("input_shape[1] (W)", shape[1])
+        if shape[2] != self.channels:
+            raise ValueError(f"input_shape[2] (C) must equal channels ({self.channels}); got input_shape={input_shape!r}")
         init_scale = check_positive("init_scale", init_scale)
         self.min_rcond = None if min_rcond is None else check_positive("min_rcond", min_rcond)
         k, c = self.kernel_size, self.channels

@@ -44,7 +44,7 @@ def test_emerging_identity_centre_init():
 
 
 def test_periodic_checks_image_size():
-    layer = PeriodicConv(2, 3, input_shape=(4, 4), rngs=nnx.Rngs(0))
+    layer = PeriodicConv(2, 3, input_shape=(4, 4, 2), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="4, 4, 2"):
         layer.forward(jnp.zeros((1, 5, 4, 2)))
     with pytest.raises(ValueError, match="y"):
@@ -54,7 +54,7 @@ def test_periodic_checks_image_size():
 
 
 def test_periodic_singular_kernel_reported():
-    layer = PeriodicConv(1, 2, input_shape=(4, 4), rngs=nnx.Rngs(0))
+    layer = PeriodicConv(1, 2, input_shape=(4, 4, 1), rngs=nnx.Rngs(0))
     layer.kernel.value = jnp.zeros((2, 2, 1, 1)).at[0, 0].set(1.0).at[0, 1].set(1.0)  # kills the Nyquist column
     x, info = layer.inverse_with_info(jnp.ones((2, 4, 4, 1)))
     assert not bool(info["invertible"]) and not bool(info["finite"])
@@ -62,7 +62,7 @@ def test_periodic_singular_kernel_reported():
     assert np.all(np.isnan(np.asarray(layer.inverse(jnp.ones((2, 4, 4, 1))))))
     assert float(layer.logdet_info()["min_singular_value"]) < 1e-6
     # A healthy layer reports invertible and finite, also under nnx.jit.
-    good = PeriodicConv(2, 3, input_shape=(4, 4), rngs=nnx.Rngs(1))
+    good = PeriodicConv(2, 3, input_shape=(4, 4, 2), rngs=nnx.Rngs(1))
     y, _ = good.forward(jax.random.normal(jax.random.key(0), (2, 4, 4, 2)))
     _, info = nnx.jit(lambda m, y: m.inverse_with_info(y))(good, y)
     assert bool(info["invertible"]) and bool(info["finite"])
@@ -77,9 +77,11 @@ def test_bad_constructor_arguments():
         EmergingConv(2, 2, rngs=nnx.Rngs(0))
     with pytest.raises(TypeError, match="kernel_size"):
         EmergingConv(2, 3.0, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="input_shape"):
-        PeriodicConv(2, 3, input_shape=(4, 4, 2), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"input_shape must be the per-example image shape \(H, W, C\)"):
+        PeriodicConv(2, 3, input_shape=(4, 4), rngs=nnx.Rngs(0))  # (H, W, C) like every image layer
+    with pytest.raises(ValueError, match=r"input_shape\[2\] \(C\) must equal channels \(2\)"):
+        PeriodicConv(2, 3, input_shape=(4, 4, 3), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="H"):
-        PeriodicConv(2, 3, input_shape=(0, 4), rngs=nnx.Rngs(0))
+        PeriodicConv(2, 3, input_shape=(0, 4, 2), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="min_rcond"):
-        PeriodicConv(2, 3, input_shape=(4, 4), min_rcond=0.0, rngs=nnx.Rngs(0))
+        PeriodicConv(2, 3, input_shape=(4, 4, 2), min_rcond=0.0, rngs=nnx.Rngs(0))
