@@ -14,13 +14,29 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flowjax_res._checks import check_positive_int, check_shape
 
-__all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution"]
+__all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution", "sample_shape_tuple"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def sample_shape_tuple(sample_shape: int | Sequence[int]) -> tuple[int, ...]:
+    """``sample_shape`` as a tuple of positive ints (an int ``n`` is ``(n,)``; ``()`` is
+    one draw with no sample axis), else ``TypeError``/``ValueError`` naming it."""
+    if isinstance(sample_shape, (int, np.integer)) and not isinstance(sample_shape, bool):
+        return (check_positive_int("sample_shape", sample_shape),)
+    try:
+        shape = tuple(sample_shape)
+    except TypeError:
+        raise TypeError(f"sample_shape must be an int or a tuple of positive ints, got {sample_shape!r}") from None
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ValueError(f"sample_shape must be an int or a tuple of positive ints, got {sample_shape!r}")
+    return tuple(int(s) for s in shape)
 
 
 def _event_shape(event_shape) -> tuple[int, ...]:
@@ -44,10 +60,10 @@ class StandardNormal(nnx.Module):
         zf = z.reshape(z.shape[0], -1)
         return jnp.sum(-0.5 * zf**2 - _HALF_LOG_2PI, axis=1)
 
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """``n`` draws, shape ``(n, *event_shape)`` (float32)."""
-        n = check_positive_int("n", n)
-        return jax.random.normal(key, (n, *self.event_shape))
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
+        """Draws of shape ``(*sample_shape, *event_shape)`` (float32); an int ``n`` means ``(n,)``."""
+        shape = sample_shape_tuple(sample_shape)
+        return jax.random.normal(key, (*shape, *self.event_shape))
 
 
 class DiagonalGaussian(nnx.Module):
@@ -75,18 +91,29 @@ class DiagonalGaussian(nnx.Module):
         lp = -0.5 * e**2 - ls - _HALF_LOG_2PI
         return jnp.sum(lp.reshape(z.shape[0], -1), axis=1)
 
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """``n`` draws ``mu + sigma * eps``, shape ``(n, *event_shape)``."""
-        n = check_positive_int("n", n)
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
+        """Draws ``mu + sigma * eps`` of shape ``(*sample_shape, *event_shape)``; an int
+        ``n`` means ``(n,)``."""
+        shape = sample_shape_tuple(sample_shape)
         mu, ls = self._params()
-        return mu + jnp.exp(ls) * jax.random.normal(key, (n, *self.event_shape))
+        return mu + jnp.exp(ls) * jax.random.normal(key, (*shape, *self.event_shape))
 
 
 class FlowDistribution(nnx.Module):
     """A base distribution pushed through the inverse of a flow.
 
-    ``flow`` maps data to latent (the Bijector protocol); ``base`` has
-    ``log_prob(z)`` and ``sample(key, n)``.
+    ``flow`` maps data to latent (the bijector protocol, :mod:`flowjax_res.protocol`);
+    ``base`` has ``log_prob(z)`` and ``sample(key, sample_shape)``.
+
+    Shapes: ``event_shape`` is the shape of one data example: the ``event_shape``
+    argument, else ``flow.event_shape`` when the flow declares one (every builder's
+    does), else ``base.event_shape`` (a flow that keeps the shape). ``log_prob`` and
+    ``bits_per_dim`` take ``x`` of shape ``(*batch_shape, *event_shape)`` with any
+    ``batch_shape``, ``()`` included (one example), and return ``batch_shape``;
+    ``sample(key, sample_shape)`` returns ``(*sample_shape, *event_shape)``.
+
+    Keys: typed (``jax.random.key``) or legacy (``jax.random.PRNGKey``) keys; one key,
+    or one per example (``key.shape == batch_shape``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -95,9 +122,13 @@ class FlowDistribution(nnx.Module):
         >>> dist = FlowDistribution(Flow([Scale(2)]), StandardNormal(3))
         >>> dist.log_prob(jnp.zeros((4, 3))).shape
         (4,)
+        >>> dist.log_prob(jnp.zeros(3)).shape        # one example
+        ()
+        >>> dist.sample(jax.random.key(0), (2, 5)).shape
+        (2, 5, 3)
     """
 
-    def __init__(self, flow, base):
+    def __init__(self, flow, base, *, event_shape: Sequence[int] | int | None = None):
         for method in ("forward", "inverse"):
             if not callable(getattr(flow, method, None)):
                 raise TypeError(f"flow must be a bijector with forward/inverse methods, got {type(flow).__name__}")
@@ -106,29 +137,68 @@ class FlowDistribution(nnx.Module):
                 raise TypeError(f"base must have log_prob and sample methods, got {type(base).__name__}")
         self.flow = flow
         self.base = base
+        if event_shape is None:
+            event_shape = getattr(flow, "event_shape", None)
+        if event_shape is None:
+            event_shape = getattr(base, "event_shape", None)
+        if event_shape is None:
+            raise ValueError("event_shape must be given: neither the flow nor the base declares an event_shape")
+        self.event_shape = _event_shape(event_shape)
+
+    def _batch_shape(self, x: jax.Array, name: str = "x") -> tuple[int, ...]:
+        ev = self.event_shape
+        if x.ndim < len(ev) or tuple(x.shape[x.ndim - len(ev):]) != ev:
+            raise ValueError(f"{name} must have shape (*batch_shape, {', '.join(map(str, ev))}) (event_shape {ev}); "
+                             f"got shape {tuple(x.shape)}")
+        return tuple(x.shape[: x.ndim - len(ev)])
+
+    def _flat(self, x: jax.Array, key: jax.Array | None):
+        """``x`` with one batch axis, the key to match, and the batch shape to restore."""
+        x = jnp.asarray(x)
+        batch_shape = self._batch_shape(x)
+        if key is not None:
+            from flowjax_res.ops.keys import as_typed_key
+
+            key = as_typed_key(key)
+            if key.ndim and tuple(key.shape) != batch_shape:
+                raise ValueError(f"key must be one key (shape ()) or one per example (shape {batch_shape}), "
+                                 f"got shape {tuple(key.shape)}")
+        if len(batch_shape) == 1:
+            return x, key, batch_shape
+        n = math.prod(batch_shape)
+        if key is not None and key.ndim:
+            key = key.reshape((n,))
+        return x.reshape((n, *self.event_shape)), key, batch_shape
 
     def log_prob_and_latent(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """``(log p(x), z = f(x))``; ``log p(x) = base.log_prob(z) + log|det J_f(x)|``."""
+        """``(log p(x), z = f(x))`` for ``x`` with one batch axis;
+        ``log p(x) = base.log_prob(z) + log|det J_f(x)|``."""
         z, log_det = self.flow.forward(x, key=key)
         return self.base.log_prob(z) + log_det, z
 
     def log_prob(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """``log p(x)`` in nats, shape ``(batch,)``. Stochastic steps (dequantisation,
-        Russian-roulette log-dets) draw from ``key``."""
-        return self.log_prob_and_latent(x, key=key)[0]
+        """``log p(x)`` in nats, shape ``batch_shape`` (``()`` for one example).
+        Stochastic steps (dequantisation, Russian-roulette log-dets) draw from ``key``."""
+        xf, key, batch_shape = self._flat(x, key)
+        return self.log_prob_and_latent(xf, key=key)[0].reshape(batch_shape)
 
     def bits_per_dim(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """``-log p(x) / (D ln 2)`` per example (shape ``(batch,)``), ``D = prod(x.shape[1:])``.
+        """``-log p(x) / (D ln 2)`` per example (shape ``batch_shape``), ``D = prod(event_shape)``.
 
         With pre-processing in the flow, for integer data ``x`` this is
         ``-log p(x + u) / (D ln 2)`` including every pre-processing log-det, e.g. scaling
         8-bit data by 1/256 contributes ``+8`` bits/dim.
         """
-        d = math.prod(x.shape[1:])
+        d = math.prod(self.event_shape)
         return -self.log_prob(x, key=key) / (d * math.log(2.0))
 
-    def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """``n`` samples ``x = f^{-1}(z)``, ``z ~ base``, shape ``(n, *data_shape)``."""
-        k_base, k_flow = jax.random.split(key)
-        z = self.base.sample(k_base, n)
-        return self.flow.inverse(z, key=k_flow)
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
+        """Samples ``x = f^{-1}(z)``, ``z ~ base``, of shape ``(*sample_shape, *event_shape)``
+        (an int ``n`` means ``(n,)``; the default ``()`` is one sample)."""
+        from flowjax_res.ops.keys import as_typed_key
+
+        shape = sample_shape_tuple(sample_shape)
+        k_base, k_flow = jax.random.split(as_typed_key(key))
+        z = self.base.sample(k_base, math.prod(shape))
+        x = self.flow.inverse(z, key=k_flow)
+        return x.reshape((*shape, *x.shape[1:]))
