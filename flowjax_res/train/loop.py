@@ -33,7 +33,7 @@ from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
 from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
 from flowjax_res.train.state import TrainState, create_train_state, merge_model, split_model
-from flowjax_res.train.step import bpd_objective, make_train_step, nll_objective
+from flowjax_res.train.setup import build_train_step, data_dependent_init
 
 
 def eval_weights(state: TrainState, cfg: TrainConfig) -> Any:
@@ -78,24 +78,8 @@ def build_state(cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None, *
     return graphdef, state, tx, schedule
 
 
-def _data_dependent_init(model: nnx.Module, batch: Any, key: jax.Array, mesh: jax.sharding.Mesh | None = None,
-                         *, batch_size: int | None = None) -> None:
-    """One jitted forward pass so that layers with a data-dependent initialisation
-    (ActNorm) set themselves from the first batch, outside any gradient. Example ``i``
-    uses the key ``fold_in(key, i)``; with ``mesh`` the batch is sharded on ``"data"`` and
-    the means/standard deviations are reduced over the global batch by XLA."""
-    from flowjax_res.ops.keys import per_example_keys
-
-    @nnx.jit
-    def init(model, x, key):
-        model.log_prob(x, key=per_example_keys(key, x.shape[0]))
-
-    if mesh is None:
-        init(model, jnp.asarray(batch), key)
-        return
-    _, params, rest = split_model(model)  # parameters as in training, the rest replicated
-    nnx.update(model, _sh.put_state(params, mesh), jax.device_put(rest, _sh.replicated(mesh)))
-    init(model, _sh.put_batch(batch, mesh, batch_size), key)
+# The data-dependent initialisation and the step are shared with ``fit`` (train/setup.py).
+_data_dependent_init = data_dependent_init
 
 
 def restore_state(run_dir: str, cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None,
@@ -158,10 +142,8 @@ def train(
         if jax.process_index() == 0:
             save_config(cfg, run_dir)
         graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
-    objective = nll_objective if data.metric == "nll" else bpd_objective
-    step_fn = make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=cfg.ema_decay,
-                              lipschitz_iters=cfg.train_lipschitz_iters, mesh=mesh,
-                              state_sharding=None if mesh is None else _sh.state_shardings(state, mesh))
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay,
+                               lipschitz_iters=cfg.train_lipschitz_iters, mesh=mesh)
 
     def put(batch):
         return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)

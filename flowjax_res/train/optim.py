@@ -25,7 +25,17 @@ def warmup_schedule(lr: float, warmup: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def adam_with_warmup(
+    lr: float,
+    warmup: int,
+    *,
+    grad_clip: float = 10.0,
+    optimizer: str = "adam",
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """``clip -> adam|adamax -> + weight_decay * param -> * -lr(count)``.
 
     The weight decay is decoupled (added after the adaptive scaling, so every parameter
@@ -33,15 +43,23 @@ def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opta
     only ever given the ``nnx.Param`` leaves of a model, so power-iteration vectors and
     ActNorm flags are never decayed. Returns ``(transformation, schedule)``.
     """
-    schedule = warmup_schedule(cfg.lr, cfg.warmup)
+    schedule = warmup_schedule(lr, warmup)
     parts = []
-    if cfg.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-    if cfg.optimizer == "adam":
-        parts.append(optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps))
+    if grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(grad_clip))
+    if optimizer == "adam":
+        parts.append(optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps))
+    elif optimizer == "adamax":
+        parts.append(optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps))
     else:
-        parts.append(optax.scale_by_adamax(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps))
-    if cfg.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(cfg.weight_decay))
+        raise ValueError(f"optimizer must be 'adam' or 'adamax', got {optimizer!r}")
+    if weight_decay > 0:
+        parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts), schedule
+
+
+def make_optimizer(cfg: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """:func:`adam_with_warmup` with the config's settings. Returns ``(transformation, schedule)``."""
+    return adam_with_warmup(cfg.lr, cfg.warmup, grad_clip=cfg.grad_clip, optimizer=cfg.optimizer, beta1=cfg.beta1,
+                            beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -1,0 +1,72 @@
+"""What :func:`~flowjax_res.train.loop.train` (a run directory) and
+:func:`~flowjax_res.train.fit.fit` (a notebook call) share: the data-dependent
+initialisation, the jitted training step chosen by the metric, and the model used for
+evaluation (EMA weights, power iterations, evaluation mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from flowjax_res.ops.keys import per_example_keys
+from flowjax_res.train import sharding as _sh
+from flowjax_res.train.ema import ema_params
+from flowjax_res.train.evaluate import prepare_eval_model, set_eval_mode
+from flowjax_res.train.state import TrainState, merge_model, split_model
+from flowjax_res.train.step import bpd_objective, make_train_step, nll_objective
+
+__all__ = ["data_dependent_init", "build_train_step", "eval_model"]
+
+
+def data_dependent_init(model: nnx.Module, batch: Any, key: jax.Array, mesh: jax.sharding.Mesh | None = None,
+                        *, batch_size: int | None = None) -> None:
+    """One jitted forward pass so that layers with a data-dependent initialisation
+    (ActNorm) set themselves from the first batch, outside any gradient. Example ``i``
+    uses the key ``fold_in(key, i)``; with ``mesh`` the batch is sharded on ``"data"`` and
+    the means/standard deviations are reduced over the global batch by XLA."""
+
+    @nnx.jit
+    def init(model, x, key):
+        model.log_prob(x, key=per_example_keys(key, x.shape[0]))
+
+    if mesh is None:
+        init(model, jnp.asarray(batch), key)
+        return
+    _, params, rest = split_model(model)  # parameters as in training, the rest replicated
+    nnx.update(model, _sh.put_state(params, mesh), jax.device_put(rest, _sh.replicated(mesh)))
+    init(model, _sh.put_batch(batch, mesh, batch_size), key)
+
+
+def build_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                     state: TrainState, *, metric: str, ema_decay: float, lipschitz_iters: int,
+                     mesh: jax.sharding.Mesh | None = None):
+    """The library's jitted step (:func:`~flowjax_res.train.step.make_train_step`: NaN
+    guard, power iterations, EMA) with the objective of ``metric`` (``"nll"``: mean
+    ``-log p(x)`` in nats; ``"bpd"``: mean bits/dim), sharded on ``mesh`` if given."""
+    if metric not in ("nll", "bpd"):
+        raise ValueError(f"metric must be 'nll' or 'bpd', got {metric!r}")
+    objective = nll_objective if metric == "nll" else bpd_objective
+    return make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=ema_decay,
+                           lipschitz_iters=lipschitz_iters, mesh=mesh,
+                           state_sharding=None if mesh is None else _sh.state_shardings(state, mesh))
+
+
+def eval_model(graphdef: nnx.GraphDef, state: TrainState, *, ema_decay: float, lipschitz_iters: int,
+               local: bool = False) -> nnx.Module:
+    """The trained model as the library evaluates it: the bias-corrected EMA weights,
+    ``lipschitz_iters`` more power iterations on the Lipschitz layers, ``model.eval()``
+    (residual blocks switch to their accurate log-det estimator). A new object; the
+    state is not modified. ``local``: copy a state that lives on a mesh to the default
+    device first (a model for notebook use, not sharded)."""
+    state = _sh.to_local(state) if local else state
+    params = ema_params(state.ema, ema_decay, state.params)
+    rest = prepare_eval_model(graphdef, params, state.rest, lipschitz_iters)
+    model = merge_model(graphdef, params, rest)
+    set_eval_mode(model)
+    return model
+
