@@ -1,4 +1,5 @@
-"""Figures of estimator-study records (matplotlib, Agg backend, PNG files).
+"""Figures of estimator-study records (matplotlib figures without pyplot, PNG files;
+one panel per block/group, wrapped in rows of at most three).
 
 - :func:`plot_bias_std_vs_terms`: |bias| and standard deviation of the truncated series
   against its number of terms (the i-ResNet figure, Behrmann et al. 2019, Fig. 3), with
@@ -16,12 +17,7 @@ __all__ = ["plot_bias_std_vs_terms", "plot_variance_cost", "write_plots"]
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _Figures()
 
 
 def _groups(records: Sequence[dict]) -> dict:
@@ -38,8 +34,8 @@ def plot_bias_std_vs_terms(records: Sequence[dict], path: str, *, title: str | N
     plt = _plt()
     groups = _groups([r for r in records if r["kind"] == "logdet"])
     n = max(len(groups), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    for ax, (gname, recs) in zip(axes[0], groups.items()):
+    fig, axes = _grid(plt, n, 4.2, 3.6)
+    for ax, (gname, recs) in zip(axes, groups.items()):
         ser = sorted((r for r in recs if r["estimator"] == "series" and r["n_probes"] == 1 and r["probe"] == "gaussian"),
                      key=lambda r: r["n_terms"])
         if ser:
@@ -84,8 +80,8 @@ def plot_variance_cost(records: Sequence[dict], path: str, *, title: str | None 
     groups = _groups([r for r in records if r["estimator"] != "exact"])
     n = max(len(groups), 1)
     height = max(3.0, 0.28 * max((len(v) for v in groups.values()), default=1) + 1.2)
-    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, height), squeeze=False)
-    for ax, (gname, recs) in zip(axes[0], groups.items()):
+    fig, axes = _grid(plt, n, 5.0, height)
+    for ax, (gname, recs) in zip(axes, groups.items()):
         labels = [("∇ " if r["kind"] == "gradient" else "") + r["label"] for r in recs]
         vals = [max(r["var_cost"], 1e-12) for r in recs]
         colors = ["tab:orange" if r["kind"] == "gradient" else "tab:blue" for r in recs]
@@ -109,3 +105,34 @@ def write_plots(records: Sequence[dict], out_dir: str, *, prefix: str = "varianc
         plot_bias_std_vs_terms(records, os.path.join(out_dir, f"{prefix}-terms.png")),
         plot_variance_cost(records, os.path.join(out_dir, f"{prefix}-cost.png")),
     ]
+
+
+MAX_COLUMNS = 3  # panels per row: ten groups make a 3 x 4 grid (about 1400 px wide), not one row
+
+
+class _Figures:
+    """``subplots``/``close`` on :class:`matplotlib.figure.Figure` objects: no pyplot
+    state and no backend switch (a notebook's inline backend is left alone)."""
+
+    @staticmethod
+    def subplots(nrows: int, ncols: int, *, figsize, squeeze: bool = True):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+    @staticmethod
+    def close(fig) -> None:
+        pass
+
+
+def _grid(plt, n: int, width: float, height: float):
+    """``(fig, axes)``: ``n`` panels of ``width x height`` inches in rows of at most
+    :data:`MAX_COLUMNS`; the unused cells of the last row are hidden."""
+    cols = min(n, MAX_COLUMNS)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
