@@ -57,3 +57,22 @@ def check_shape(name: str, shape, expected, what: str = "") -> None:
     if shape != expected:
         extra = f" ({what})" if what else ""
         raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, expected))}){extra}; got trailing shape {shape}")
+
+
+def as_rngs(rngs, name: str = "rngs"):
+    """``rngs`` as an ``nnx.Rngs``: an ``nnx.Rngs`` is returned as is; an int seed or a
+    ``jax.random`` key (typed or legacy) becomes ``nnx.Rngs(rngs)``."""
+    import jax
+    from flax import nnx
+
+    if isinstance(rngs, nnx.Rngs):
+        return rngs
+    if isinstance(rngs, numbers.Integral) and not isinstance(rngs, bool):
+        return nnx.Rngs(int(rngs))
+    if isinstance(rngs, jax.Array):
+        from flowjax_res.ops.keys import as_typed_key
+
+        key = as_typed_key(rngs, name)
+        if key.ndim == 0:
+            return nnx.Rngs(key)
+    raise TypeError(f"{name} must be an nnx.Rngs, an int seed or a single jax.random key, got {rngs!r}")

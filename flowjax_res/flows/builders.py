@@ -35,6 +35,7 @@ from typing import Any
 from flax import nnx
 
 from flowjax_res._checks import (
+    as_rngs,
     check_choice,
     check_nonnegative_int,
     check_open_interval,
@@ -290,7 +291,7 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
     return FlowDistribution(Flow([*pre, body], event_shape=shape), StandardNormal(math.prod(shape)))
 
 
-def residual_flow(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs, **overrides) -> FlowDistribution:
+def residual_flow(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:
     """Multi-scale Residual Flow (Chen et al., 2019) for integer images of ``input_shape``.
 
     ``preset`` is "tiny" | "small" | "paper"; ``overrides`` are :class:`ImageFlowConfig`
@@ -301,13 +302,15 @@ def residual_flow(input_shape: Sequence[int], *, preset: str = "small", rngs: nn
         >>> dist = residual_flow((8, 8, 1), preset="tiny", n_levels=17, rngs=nnx.Rngs(0))
         >>> # dist.log_prob(x_uint8, key=key), dist.bits_per_dim(...), dist.sample(key, n)
     """
+    rngs = as_rngs(rngs)
     return build_image_flow(input_shape, image_flow_config("resflow", preset, **overrides), rngs=rngs)
 
 
-def iresnet(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs, **overrides) -> FlowDistribution:
+def iresnet(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:
     """i-ResNet density model (Behrmann et al., 2019) for integer images of ``input_shape``:
     ``[-0.5, 0.5]`` inputs, initial squeeze, stacks of ELU conv blocks, squeezes without
     factor-out, truncated series log-det. ``overrides`` are :class:`ImageFlowConfig` fields."""
+    rngs = as_rngs(rngs)
     return build_image_flow(input_shape, image_flow_config("iresnet", preset, **overrides), rngs=rngs)
 
 
@@ -349,6 +352,7 @@ def dense_residual_flow(
         >>> from flax import nnx
         >>> dist = dense_residual_flow(2, n_blocks=2, hidden=(16, 16), rngs=nnx.Rngs(0))
     """
+    rngs = as_rngs(rngs)
     cfg = dense_flow_config(
         "resflow", "small", n_blocks=n_blocks, hidden=tuple(hidden), activation=activation, coeff=coeff,
         actnorm=actnorm, base=base, **overrides,
@@ -356,7 +360,7 @@ def dense_residual_flow(
     return build_dense_flow(dim, cfg, rngs=rngs, scan=True if scan is None else scan)
 
 
-def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs, **overrides) -> FlowDistribution:
+def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:
     """Build model ``name`` ("resflow" | "iresnet" | "glow") for ``data_info`` at ``preset``.
 
     ``data_info`` is a :class:`flowjax_res.data.registry.DatasetInfo` (or a data set
@@ -367,6 +371,7 @@ def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs, **overrides) 
     :class:`~flowjax_res.flows.glow.GlowConfig` fields (``permutation``,
     ``decomposition``, ``coupling``, ...).
     """
+    rngs = as_rngs(rngs)
     check_choice("name", name, (*MODELS, "glow"))
     if isinstance(data_info, str):
         from flowjax_res.data.registry import dataset_info
