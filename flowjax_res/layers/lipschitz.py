@@ -226,8 +226,8 @@ class LipschitzConv(LipschitzLayer):
       coeff: the Lipschitz bound ``c`` in ``(0, 1)``.
       padding: ``"SAME"``, ``"VALID"`` or two ``(low, high)`` pairs.
       strides: an int or a pair.
-      n_power_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init,
-      rngs: as in :class:`LipschitzDense`.
+      n_power_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, rngs: as in
+        :class:`LipschitzDense`.
     """
 
     def __init__(

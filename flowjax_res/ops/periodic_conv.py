@@ -3,16 +3,16 @@
 Hoogeboom et al. (2019), Sec. 3.2. Arrays are NHWC, kernels HWIO (k, k, C, C).
 
 Centre convention (any k, odd or even): the centre tap is ``c = (k - 1) // 2`` on each
-axis, as in XLA's "SAME" padding, so for even k the extra tap lies *after* the centre:
+axis, as in XLA's "SAME" padding, so for even k the extra tap lies *after* the centre::
 
     y[i, j] = sum_{p, q} x[(i + p - c) mod H, (j + q - c) mod W] @ kernel[p, q]
 
 (cross-correlation, rows of ``x`` times C_in x C_out matrices). With the 2-D DFT
-``X_hat(w) = sum_n x[n] exp(-2 pi i w.n / N)`` this is, per frequency ``w = (u, v)``,
+``X_hat(w) = sum_n x[n] exp(-2 pi i w.n / N)`` this is, per frequency ``w = (u, v)``::
 
     Y_hat(w) = X_hat(w) @ K_hat(w),   K_hat(w) = sum_{p,q} kernel[p, q] exp(+2 pi i w.(p - c, q - c) / N)
 
-so the (HWC) x (HWC) Jacobian is block diagonal in the Fourier basis and (Sec. 3.2)
+so the (HWC) x (HWC) Jacobian is block diagonal in the Fourier basis and (Sec. 3.2)::
 
     log|det J| = sum_w log|det K_hat(w)|,     X_hat(w) = Y_hat(w) @ K_hat(w)^{-1}.
 
