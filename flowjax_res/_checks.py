@@ -1,5 +1,5 @@
 """Argument validation shared by the package: every message names the argument, the
-value received and what is allowed (DESIGN.md, "Errors")."""
+value received and what is allowed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared tests over every registered bijector (DESIGN.md, "Tests").
+"""Shared tests over every registered bijector (tests/registry.py).
 
 Round trip, log-det against ``slogdet`` of the dense Jacobian, jit and no-jit agree,
 batch invariance, and a wrong input shape raising ``ValueError``.
