@@ -157,9 +157,11 @@ class FlowDistribution(nnx.Module):
         x = jnp.asarray(x)
         batch_shape = self._batch_shape(x)
         if key is not None:
-            from flowjax_res.ops.keys import as_typed_key
-
-            key = as_typed_key(key)
+            if getattr(key, "dtype", None) == jnp.uint32:  # legacy jax.random.PRNGKey key data
+                key = jax.random.wrap_key_data(key)
+            if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+                raise TypeError(f"key must be a jax.random key (jax.random.key or jax.random.PRNGKey) or an array "
+                                f"of them, got {key!r}")
             if key.ndim and tuple(key.shape) != batch_shape:
                 raise ValueError(f"key must be one key (shape ()) or one per example (shape {batch_shape}), "
                                  f"got shape {tuple(key.shape)}")

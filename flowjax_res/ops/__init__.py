@@ -1,4 +1,5 @@
 """Pure functions on arrays: no Flax, no state, no I/O. One mechanism per file."""
+from flowjax_res.ops.keys import as_typed_key, per_example_keys, split_key
 from flowjax_res.ops.probes import hutchinson_probes
 from flowjax_res.ops.roulette import (
     geometric_survival,
