@@ -17,7 +17,7 @@ so the (HWC) x (HWC) Jacobian is block diagonal in the Fourier basis and (Sec. 3
     log|det J| = sum_w log|det K_hat(w)|,     X_hat(w) = Y_hat(w) @ K_hat(w)^{-1}.
 
 The real FFT stores the columns ``v = 0 .. W // 2``; ``K_hat(-w) = conj(K_hat(w))``
-has the same |det|, so column v counts twice except ``v = 0`` and, for even W,
+has the same ``|det|``, so column v counts twice except ``v = 0`` and, for even W,
 ``v = W / 2`` (their conjugates are themselves). Kernels larger than the image wrap
 around more than once (the taps that land on one pixel add up), consistently in all
 three functions.
