@@ -58,8 +58,12 @@ class TrainConfig:
       keep_ckpts: how many recent checkpoints to keep.
       eval_batch_size: batch size for evaluation.
       n_test: number of test points for toy data (image data use their test split).
-      eval_lipschitz_iters: power iterations run on a copy of the model before evaluation.
-      train_lipschitz_iters: power iterations after every optimiser step.
+      lipschitz_tol, lipschitz_max_iters: tolerance (relative change of ``sigma_hat``)
+        and bound of the power iteration that every training forward pass converges
+        before normalising each Lipschitz layer (``None``: the preset's, 1e-3 and 100;
+        :mod:`flowjax_res.layers.lipschitz`).
+      eval_lipschitz_tol, eval_lipschitz_max_iters: the same for evaluation and
+        sampling (tight: 1e-5, at most 1000 iterations).
       estimator, n_exact_terms, n_terms, coeff, n_probes: model overrides passed to the
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
       permutation, decomposition, coupling: Glow overrides passed to the builder when
@@ -98,8 +102,10 @@ class TrainConfig:
     keep_ckpts: int = 3
     eval_batch_size: int = 1000
     n_test: int = 5000
-    eval_lipschitz_iters: int = 20
-    train_lipschitz_iters: int = 1
+    lipschitz_tol: float | None = None
+    lipschitz_max_iters: int | None = None
+    eval_lipschitz_tol: float = 1e-5
+    eval_lipschitz_max_iters: int = 1000
     estimator: str | None = None
     n_exact_terms: int | None = None
     n_terms: int | None = None
@@ -138,8 +144,12 @@ class TrainConfig:
         check_nonnegative_int("seed", self.seed)
         for name in ("log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
             check_positive_int(name, getattr(self, name))
-        check_nonnegative_int("eval_lipschitz_iters", self.eval_lipschitz_iters)
-        check_nonnegative_int("train_lipschitz_iters", self.train_lipschitz_iters)
+        if self.lipschitz_tol is not None:
+            check_open_interval("lipschitz_tol", self.lipschitz_tol, 0.0, 1.0)
+        if self.lipschitz_max_iters is not None:
+            check_positive_int("lipschitz_max_iters", self.lipschitz_max_iters)
+        check_open_interval("eval_lipschitz_tol", self.eval_lipschitz_tol, 0.0, 1.0)
+        check_positive_int("eval_lipschitz_max_iters", self.eval_lipschitz_max_iters)
         if self.estimator is not None:
             check_choice("estimator", self.estimator, ("roulette", "series", "exact"))
         if self.n_exact_terms is not None:

@@ -160,7 +160,7 @@ def train(
         graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
     objective = nll_objective if data.metric == "nll" else bpd_objective
     step_fn = make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=cfg.ema_decay,
-                              lipschitz_iters=cfg.train_lipschitz_iters, mesh=mesh,
+                              mesh=mesh,
                               state_sharding=None if mesh is None else _sh.state_shardings(state, mesh))
 
     def put(batch):
@@ -181,6 +181,7 @@ def train(
                 rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
                 line = {"step": done, "split": "train", "loss": float(m["loss"]), data.metric: _train_metric(m, data),
                         "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
+                        "lip_iters": int(m["lip_iters"]), "lip_converged": bool(m["lip_converged"]),
                         "steps_per_s": round(rate, 3), "examples_per_s": round(rate * cfg.batch_size, 2),
                         "examples_per_s_per_device": round(rate * cfg.batch_size / n_devices, 2)}
                 writer.write(line)
@@ -241,13 +242,13 @@ def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, 
     per test example), sharded over ``mesh`` if given."""
     key = jax.random.fold_in(_b.run_key(cfg.seed, _b._EVAL_STREAM), int(state.step))
     return evaluate(graphdef, eval_weights(state, cfg), state.rest, data.test, key, kind=data.metric,
-                    batch_size=cfg.eval_batch_size, lipschitz_iters=cfg.eval_lipschitz_iters, mesh=mesh)
+                    batch_size=cfg.eval_batch_size, mesh=mesh)
 
 
 def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n: int, key: jax.Array) -> np.ndarray:
-    """``n`` samples of the EMA model (after ``eval_lipschitz_iters`` power iterations)."""
+    """``n`` samples of the EMA model (evaluation mode: tightly converged Lipschitz normalisation)."""
     params = eval_weights(state, cfg)
-    rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+    rest = prepare_eval_model(graphdef, params, state.rest)
 
     @jax.jit
     def sample(params, rest, key):
@@ -275,7 +276,7 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
         lim = float(np.ceil(np.percentile(np.abs(data.test), 99.5))) + 0.5
         xx, yy, grid = plots.density_grid(lim)
         params = eval_weights(state, cfg)
-        rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+        rest = prepare_eval_model(graphdef, params, state.rest)
         logp = -per_example(graphdef, params, rest, grid, key, kind="nll", batch_size=cfg.eval_batch_size)
         written.append(plots.plot_density_2d(os.path.join(run_dir, "density.png"), data.test, logp, xx, yy,
                                              samples=samples, title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))

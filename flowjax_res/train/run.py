@@ -80,10 +80,16 @@ ModelFn = Callable[[TrainConfig, Data, nnx.Rngs], nnx.Module]
 
 
 def make_model(cfg: TrainConfig, data: Data, rngs: nnx.Rngs) -> nnx.Module:
-    """``flows.build_model(cfg.model, data.info, cfg.preset, rngs, **overrides)``."""
+    """``flows.build_model(cfg.model, data.info, cfg.preset, rngs, **overrides)``, with the
+    run's power-iteration tolerances set on every Lipschitz layer (the preset's training
+    tolerance unless ``cfg.lipschitz_tol``/``lipschitz_max_iters`` are given)."""
     from flowjax_res.flows.builders import build_model
+    from flowjax_res.layers.lipschitz import configure_lipschitz
 
-    return build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+    model = build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+    configure_lipschitz(model, rtol=cfg.lipschitz_tol, max_iters=cfg.lipschitz_max_iters,
+                        eval_rtol=cfg.eval_lipschitz_tol, eval_max_iters=cfg.eval_lipschitz_max_iters)
+    return model
 
 
 def model_rngs(cfg: TrainConfig) -> nnx.Rngs:
