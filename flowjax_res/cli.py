@@ -1,4 +1,4 @@
-"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample`` and ``variance``.
+"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample``, ``lipschitz`` and ``variance``.
 
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
@@ -32,7 +32,8 @@ class _UsageError(Exception):
 _TRAIN_FIELDS = (
     "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
-    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition", "coupling", "out",
+    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
+    "permutation", "decomposition", "coupling", "out",
     "data_dir", "devices", "mesh_shape", "distributed",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory).
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,variance}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,lipschitz,variance}")
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-terms", type=int, help="series terms (truncated estimator)")
     g.add_argument("--n-probes", type=int, help="Hutchinson probes per example")
     g.add_argument("--coeff", type=float, help="Lipschitz coefficient c in (0, 1)")
+    g.add_argument("--lipschitz-tol", type=float,
+                   help="tolerance (relative, on the estimated error) of the power iteration every training forward "
+                        "pass converges before normalising a Lipschitz layer (default 1e-3)")
+    g.add_argument("--lipschitz-max-iters", type=int, help="bound on those power iterations (default 100)")
     g = t.add_argument_group("Glow (--model glow, image data only)")
     g.add_argument("--permutation", help="reverse, shuffle, 1x1 (Glow's default), emerging (emerging conv + 1x1) or periodic")
     g.add_argument("--decomposition", help="of the 1x1 convolutions: none (default), plu or qr")
@@ -111,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+
+    lp = sub.add_parser("lipschitz", help="per layer: converged spectral norm, applied scale, resulting bound (flags "
+                                          "any layer above c(1+tol); exit code 1 then)")
+    lp.add_argument("--run", required=True, metavar="RUN_DIR")
+    lp.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    lp.add_argument("--raw", action="store_true", help="the raw weights in training mode instead of the EMA in eval mode")
+    lp.add_argument("--json", action="store_true", help="print one JSON object")
 
     v = sub.add_parser("variance", help="bias, std and cost of the log-det estimators of every residual block")
     v.add_argument("--run", metavar="RUN_DIR", help="a trained run (its EMA weights); else a fresh model:")
@@ -299,6 +311,13 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_lipschitz(args) -> int:
+    from flowjax_res.diagnostics.lipschitz import run_lipschitz
+
+    cfg, _, graphdef, state = _load(args.run, args.step)
+    return run_lipschitz(cfg, graphdef, state, raw=args.raw, as_json=args.json)
+
+
 def _cmd_variance(args) -> int:
     from flowjax_res.diagnostics.command import run_variance
 
@@ -314,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "variance": _cmd_variance}[args.command](args)
+        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "lipschitz": _cmd_lipschitz,
+                "variance": _cmd_variance}[args.command](args)
     except _UsageError as e:
         print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2

@@ -45,11 +45,6 @@ def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
     """Converge every Lipschitz layer's power iteration on ``params`` to its evaluation
     tolerance, on a copy; returns the copy's new rest state (a warm start for the
     evaluation forward passes, which converge their own estimates in any case)."""
-    return _prepare_eval(graphdef)(params, rest)
-
-
-@functools.lru_cache(maxsize=32)
-def _prepare_eval(graphdef: nnx.GraphDef):
     from flowjax_res.layers.lipschitz import update_lipschitz
 
     @jax.jit
@@ -59,7 +54,7 @@ def _prepare_eval(graphdef: nnx.GraphDef):
         update_lipschitz(model)
         return split_model(model)[2]
 
-    return prep
+    return prep(params, rest)
 
 
 def per_example(
