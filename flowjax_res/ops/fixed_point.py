@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flowjax_res._checks import check_choice, check_positive, check_positive_int
+from flowjax_res._checks import check_choice, check_positive, check_positive_int, check_residual_map
 
 METHODS = ("picard", "anderson")
 
@@ -193,6 +193,7 @@ def fixed_point_inverse(
         x0 = jnp.asarray(x0, y.dtype)
         if x0.shape != y.shape:
             raise ValueError(f"x0 must have the shape of y {y.shape}, got {x0.shape}")
+    check_residual_map(g, params, y)
     opts = (("method", method), ("atol", atol), ("max_iters", max_iters), ("m", m), ("beta", beta))
     return _inverse_jit(g, opts, params, y, x0)
 
