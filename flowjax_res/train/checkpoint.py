@@ -25,6 +25,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import time
 from typing import Any
 
 import jax
@@ -72,12 +74,24 @@ class _CollectErrors(logging.Filter):
 
 @contextlib.contextmanager
 def _orbax_errors_held():
+    """Orbax's ERROR logs held back, and the "Event loop is closed" errors that TensorStore's
+    callbacks raise (unraisable, each printed with a traceback) once a failed save has
+    closed Orbax's event loop dropped; any other unraisable error is reported as usual."""
     logger = logging.getLogger("absl")
     held = _CollectErrors()
     logger.addFilter(held)
+    previous = sys.unraisablehook
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and "Event loop is closed" in str(u.exc_value):
+            return
+        previous(u)
+
+    sys.unraisablehook = hook
     try:
         yield held
     finally:
+        sys.unraisablehook = previous
         logger.removeFilter(held)
 
 
@@ -119,6 +133,10 @@ class Checkpointer:
                 saved = self._mgr.save(step, args=ocp.args.Composite(**items), force=force)
                 self._mgr.wait_until_finished()
             except Exception as e:  # disk full, I/O error, ...: one line, the partial files removed
+                try:  # let Orbax's background writes of this save end first
+                    self._mgr.wait_until_finished()
+                except Exception:  # noqa: BLE001 - the same failure again
+                    pass
                 self._remove_partial(step)
                 raise CheckpointWriteError(f"could not write checkpoint {step} to {self.directory!r} "
                                            f"({_reason(e)})") from None
@@ -130,7 +148,15 @@ class Checkpointer:
         prefix = f"{step}.orbax-checkpoint-tmp"
         for name in os.listdir(self.directory) if os.path.isdir(self.directory) else ():
             if name.startswith(prefix):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                path = os.path.join(self.directory, name)
+                for _ in range(50):  # TensorStore may still be closing files in it for a moment
+                    try:
+                        shutil.rmtree(path)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
         try:
             self._mgr.reload()
         except Exception:  # noqa: BLE001 - best effort; the error being raised matters more

@@ -80,8 +80,8 @@ class TrainConfig:
       divergence_skips: stop the run (an error; the last checkpoint is kept) after this
         many consecutive skipped steps (non-finite loss, gradients or update); 0 = never.
       divergence_loss: stop the run likewise when a step's training loss exceeds the
-        median of the previous (up to 100) finite losses by more than this, in the
-        objective's units (nats or bits/dim), once 10 are known; 0 = never.
+        median of the previous (up to 100) finite losses of applied steps by more than
+        this, in the objective's units (nats or bits/dim); 0 = never.
     """
 
     dataset: str = "8gaussians"

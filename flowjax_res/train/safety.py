@@ -125,6 +125,10 @@ class RunLock:
         self.release()
 
 
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 class DivergenceMonitor:
     """Sees every step's ``(step, loss, ok)`` in order; :meth:`update` returns why the run
     has diverged, or ``None``.
@@ -132,11 +136,14 @@ class DivergenceMonitor:
     - ``max_skips`` (> 0): that many consecutive skipped steps (``ok`` false).
     - ``loss_margin`` (> 0): a finite loss above ``median + loss_margin``, the median of the
       previous (up to ``window``) finite losses of applied steps, once ``min_known`` are known.
+      The margin is absolute (nats or bits/dim) and large, so one known loss is enough: a
+      first update that blows the weights up is caught at the next step, before its loss
+      enters the median.
 
     Its memory starts empty when a run is resumed (it is not part of the checkpoint).
     """
 
-    def __init__(self, max_skips: int, loss_margin: float, *, window: int = 100, min_known: int = 10):
+    def __init__(self, max_skips: int, loss_margin: float, *, window: int = 100, min_known: int = 1):
         self.max_skips = int(max_skips)
         self.loss_margin = float(loss_margin)
         self.min_known = int(min_known)
@@ -158,6 +165,6 @@ class DivergenceMonitor:
             median = statistics.median(self._losses)
             if loss > median + self.loss_margin:
                 return (f"the loss of step {step} ({loss:.4g}) is more than divergence_loss = {self.loss_margin:g} "
-                        f"above the median {median:.4g} of the {len(self._losses)} steps before")
+                        f"above the median {median:.4g} of the {_steps(len(self._losses))} before")
         self._losses.append(loss)
         return None
