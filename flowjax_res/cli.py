@@ -222,17 +222,19 @@ def _cmd_train(args) -> int:
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
         run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
-        out_existed = os.path.isdir(cfg.out)
+        made = _missing_ancestor(cfg.out)  # the top directory this command will create, if any
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
     try:
         summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
                         stop_after=args.stop_after)
-    except BaseException:
-        if fresh:
+    except BaseException as e:
+        from flowjax_res.train.safety import TrainingError
+
+        if fresh and not isinstance(e, TrainingError):  # a stopped run keeps what its message says it kept
             _remove_if_unused(run_dir)
-            if not out_existed:  # --out was made for this run: leave no empty directory behind
-                _rmdir_if_empty(cfg.out)
+            if made is not None:  # --out was made for this run: leave no empty directory behind
+                _rmdir_empty_chain(cfg.out, made)
         raise
     print(_format_eval(cfg, summary, run_dir))
     return 0
@@ -255,11 +257,28 @@ def _remove_if_unused(run_dir: str) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _rmdir_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet."""
+    path, top = os.path.abspath(path), None
+    while not os.path.exists(path):
+        top, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return top
+
+
+def _rmdir_empty_chain(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
 
 
 def _format_eval(cfg, summary: dict, run_dir: str) -> str:

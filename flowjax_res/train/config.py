@@ -283,10 +283,15 @@ def save_config(cfg: TrainConfig, run_dir: str) -> str:
     """Write ``config.json`` in ``run_dir`` atomically (temp file + rename); returns its path."""
     path = os.path.join(run_dir, CONFIG_FILE)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: config.json is untouched, leave no partial copy
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror, e.filename or path) from None
     return path
 
 

@@ -3,6 +3,7 @@ appended and flushed as the run goes, truncated to a checkpoint's step on resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,8 +30,11 @@ class MetricsWriter:
         self._f = open(self.path, "a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            self._f.flush()
+        except OSError as e:  # name the file (a failed flush does not)
+            raise OSError(e.errno, e.strerror, e.filename or self.path) from None
 
     def close(self) -> None:
         try:
@@ -88,9 +92,14 @@ def truncate_metrics(run_dir: str, step: int) -> int:
             f.flush()
             os.fsync(f.fileno())
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: metrics.jsonl is untouched, leave no partial copy
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror, e.filename or path) from None
     return len(move)
 
 

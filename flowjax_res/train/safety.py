@@ -101,9 +101,12 @@ class RunLock:
                 if pid != os.getpid() and (host != socket.gethostname() or _pid_alive(pid)):
                     os.close(fd)
                     raise self._refuse(owner) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        os.fsync(fd)
+        try:  # who holds it, for the message of a refused second writer (the flock is what counts)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            os.fsync(fd)
+        except OSError:  # a full disk: the run will say so at its first real write
+            pass
         self._fd = fd
         return self
 
