@@ -171,13 +171,10 @@ def _host_devices_for(cfg) -> None:
     (``benchmarks/speed_toy.py``)."""
     import math
 
-    from flowjax_res.train.sharding import check_batch_divisible
-
     n = math.prod(cfg.mesh_shape) if cfg.mesh_shape is not None else (cfg.devices or 1)
     flags = os.environ.get("XLA_FLAGS", "")
     if n <= 1 or "xla_force_host_platform_device_count" in flags:
         return
-    check_batch_divisible(cfg.batch_size, cfg.mesh_shape[0] if cfg.mesh_shape is not None else n)
     if n > _MAX_HOST_DEVICES and not cfg.distributed:
         raise ValueError(f"--devices/--mesh-shape ask for {n} devices; one host uses at most {_MAX_HOST_DEVICES} (on a "
                          f"machine without GPU/TPU that many CPU devices are simulated; one per core, here "

@@ -81,7 +81,8 @@ class TrainConfig:
         many consecutive skipped steps (non-finite loss, gradients or update); 0 = never.
       divergence_loss: stop the run likewise when a step's training loss exceeds the
         median of the previous (up to 100) finite losses of applied steps by more than
-        this, in the objective's units (nats or bits/dim); 0 = never.
+        this, in the objective's units (nats or bits/dim), and by more than the median's
+        own size (an untrained image model starts in the thousands); 0 = never.
     """
 
     dataset: str = "8gaussians"

@@ -137,8 +137,10 @@ class DivergenceMonitor:
     has diverged, or ``None``.
 
     - ``max_skips`` (> 0): that many consecutive skipped steps (``ok`` false).
-    - ``loss_margin`` (> 0): a finite loss above ``median + loss_margin``, the median of the
-      previous (up to ``window``) finite losses of applied steps, once ``min_known`` are known.
+    - ``loss_margin`` (> 0): a finite loss above ``median + max(loss_margin, |median|)``, the
+      median of the previous (up to ``window``) finite losses of applied steps, once
+      ``min_known`` are known: far above in absolute terms and, for losses in the hundreds or
+      thousands (an untrained image model's first bits/dim), more than double the median.
       The margin is absolute (nats or bits/dim) and large, so one known loss is enough: a
       first update that blows the weights up is caught at the next step, before its loss
       enters the median.
@@ -166,8 +168,9 @@ class DivergenceMonitor:
             return None
         if self.loss_margin > 0 and len(self._losses) >= self.min_known:
             median = statistics.median(self._losses)
-            if loss > median + self.loss_margin:
-                return (f"the loss of step {step} ({loss:.4g}) is more than divergence_loss = {self.loss_margin:g} "
-                        f"above the median {median:.4g} of the {_steps(len(self._losses))} before")
+            if loss > median + max(self.loss_margin, abs(median)):
+                return (f"the loss of step {step} ({loss:.4g}) exceeds the median {median:.4g} of the "
+                        f"{_steps(len(self._losses))} before by more than divergence_loss = {self.loss_margin:g} "
+                        f"and more than the median's size")
         self._losses.append(loss)
         return None

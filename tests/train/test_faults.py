@@ -145,8 +145,8 @@ def test_divergence_rules_stop_run(tmp_path, capsys, tiny):
     steps in a row were skipped, at the check of step 30, before checkpoint 30."""
     common = ["--lr", "1e30", "--warmup", "0", "--ckpt-every", "10", "--log-every", "10", "--eval-every", "10"]
     line = _err(capsys, _args(tmp_path, "loss", 40, *common))
-    assert "diverged: the loss of step 2 (2e+30) is more than divergence_loss = 100 above the median 5.3" in line
-    assert "of the 1 step before" in line
+    assert "diverged: the loss of step 2 (2e+30) exceeds the median 5.348 of the 1 step before by more than " \
+        "divergence_loss = 100" in line
     assert "stopped at step 10 without saving it; kept: no checkpoint" in line
     assert read_metrics(str(tmp_path / "loss")) == [] and _steps_on_disk(str(tmp_path / "loss")) == []
     line = _err(capsys, _args(tmp_path, "skips", 40, *common, "--divergence-loss", "0", "--divergence-skips", "15"))
@@ -160,11 +160,14 @@ def test_divergence_monitor_rules():
     m = DivergenceMonitor(3, 5.0, window=100, min_known=4)
     for s, loss in enumerate([99.0, 3.0, 3.2, 2.9, 3.1, 7.9]):  # the 4th known: 2.9 < median 3.2 + 5
         assert m.update(s, loss, True) is None
-    assert "above the median 3.1" in m.update(6, 8.2, True)  # > median(99, 3, 3.2, 2.9, 3.1, 7.9) + 5
+    assert "exceeds the median 3.15 " in m.update(6, 8.2, True)  # > median(99, 3, 3.2, 2.9, 3.1, 7.9) + 5
     m = DivergenceMonitor(3, 5.0, window=3)
     for s, loss in enumerate([1.0, 20.0]):
         assert m.update(s, loss, s == 0) is None  # a skipped step's loss is not a known loss
-    assert "median 1" in m.update(2, 6.5, True)
+    assert "exceeds the median 1 " in m.update(2, 6.5, True)
+    m = DivergenceMonitor(3, 100.0)  # large losses (an untrained image model): more than double the median
+    assert [m.update(s, x, True) for s, x in enumerate([2826.0, 3128.0, 5600.0])] == [None] * 3
+    assert "exceeds the median 3128" in m.update(3, 6300.0, True)
     m = DivergenceMonitor(3, 0.0)
     assert m.update(0, 1e30, True) is None  # loss rule off
     assert m.update(1, float("nan"), False) is None and m.update(2, 1.0, False) is None
