@@ -57,3 +57,19 @@ def check_shape(name: str, shape, expected, what: str = "") -> None:
     if shape != expected:
         extra = f" ({what})" if what else ""
         raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, expected))}){extra}; got trailing shape {shape}")
+
+
+def check_residual_map(g, params, x) -> None:
+    """``g(params, x)`` (traced abstractly, nothing computed) must return one array of
+    ``x``'s shape: ``x + g(params, x)`` is elementwise, and a broadcast would silently
+    solve or differentiate another map."""
+    import jax
+
+    try:
+        out = jax.eval_shape(g, params, x)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"g(params, x) fails for x of shape {tuple(x.shape)} {x.dtype}: {' '.join(str(e).split())}") from None
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape) != tuple(x.shape):
+        got = f"shape {tuple(shape)}" if shape is not None else f"{type(out).__name__}"
+        raise ValueError(f"g(params, x) must return an array of x's shape {tuple(x.shape)}, got {got}")

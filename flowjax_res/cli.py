@@ -34,10 +34,11 @@ _TRAIN_FIELDS = (
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
     "permutation", "decomposition", "coupling", "out",
-    "data_dir", "devices", "mesh_shape", "distributed",
+    "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss",
 )
-# Fields that may change when a run is resumed (nothing that alters the trajectory).
-_RESUMABLE = ("steps", "data_dir", "devices", "mesh_shape", "distributed")  # data_dir: the same prepared data may have moved
+# Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
+# the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
+_MAX_HOST_DEVICES = 256  # CPU devices simulated for --devices on a machine without GPU/TPU
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
     g.add_argument("--n-test", type=int, help=f"test points for toy data (default {d.n_test})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--divergence-skips", type=int, help=f"stop the run after this many consecutive skipped (non-finite) "
+                                                         f"steps, 0 = never (default {d.divergence_skips})")
+    g.add_argument("--divergence-loss", type=float, help="stop the run when a step's loss exceeds the median of the "
+                                                         "previous 100 by more than this (nats or bits/dim), 0 = never "
+                                                         f"(default {d.divergence_loss:g})")
     g = t.add_argument_group("devices (the numbers of a run do not depend on them; a run may resume on others)")
     g.add_argument("--devices", type=_devices_arg, metavar="N|all",
                    help="shard each batch over the first N devices, or all (default 1; all with --distributed); "
@@ -181,6 +187,10 @@ def _host_devices_for(cfg) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if n <= 1 or "xla_force_host_platform_device_count" in flags:
         return
+    if n > _MAX_HOST_DEVICES and not cfg.distributed:
+        raise ValueError(f"--devices/--mesh-shape ask for {n} devices; one host uses at most {_MAX_HOST_DEVICES} (on a "
+                         f"machine without GPU/TPU that many CPU devices are simulated; one per core, here "
+                         f"{os.cpu_count()}, is useful); use --distributed for a multi-host run")
     try:
         from jax._src import xla_bridge
 
@@ -192,6 +202,7 @@ def _host_devices_for(cfg) -> None:
 
 
 def _cmd_train(args) -> int:
+    from flowjax_res.train.config import RESUMABLE_FIELDS as _RESUMABLE
     from flowjax_res.train.config import TrainConfig, load_config
     from flowjax_res.train.sharding import maybe_initialize_distributed
     from flowjax_res.train.loop import run_mesh, train
@@ -220,14 +231,19 @@ def _cmd_train(args) -> int:
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
         run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
+        made = _missing_ancestor(cfg.out)  # the top directory this command will create, if any
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
     try:
         summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
                         stop_after=args.stop_after)
-    except BaseException:
-        if fresh:
+    except BaseException as e:
+        from flowjax_res.train.safety import TrainingError
+
+        if fresh and not isinstance(e, TrainingError):  # a stopped run keeps what its message says it kept
             _remove_if_unused(run_dir)
+            if made is not None:  # --out was made for this run: leave no empty directory behind
+                _rmdir_empty_chain(cfg.out, made)
         raise
     print(_format_eval(cfg, summary, run_dir))
     return 0
@@ -239,7 +255,7 @@ def _remove_if_unused(run_dir: str) -> None:
         entries = set(os.listdir(run_dir))
     except OSError:
         return
-    if not entries <= {"config.json", "checkpoints", "metrics.jsonl"}:
+    if not entries <= {"config.json", "checkpoints", "metrics.jsonl", ".lock"}:
         return
     ckpts = os.path.join(run_dir, "checkpoints")
     if os.path.isdir(ckpts) and os.listdir(ckpts):
@@ -250,13 +266,39 @@ def _remove_if_unused(run_dir: str) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet."""
+    path, top = os.path.abspath(path), None
+    while not os.path.exists(path):
+        top, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return top
+
+
+def _rmdir_empty_chain(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
+
+
 def _format_eval(cfg, summary: dict, run_dir: str) -> str:
     metric = "nll" if "nll" in summary else "bpd" if "bpd" in summary else None
     head = f"{cfg.model} on {cfg.dataset}, step {summary.get('step')}"
     if metric is None:
         return f"{head}: no evaluation yet ({run_dir})"
     unit = "nats" if metric == "nll" else "bits/dim"
-    line = (f"{head}: test {metric} = {summary[metric]:.4f} +- {summary[metric + '_stderr']:.4f} {unit} "
+    stderr = summary[metric + "_stderr"]
+    error = f" +- {stderr:.4f}" if isinstance(stderr, (int, float)) and stderr == stderr else ""  # no error for n = 1
+    line = (f"{head}: test {metric} = {summary[metric]:.4f}{error} {unit} "
             f"(n={summary['n']}, skipped steps {summary.get('skipped', 0)})")
     if summary.get("n_nonfinite"):
         line += f"; WARNING: {summary['n_nonfinite']} non-finite values"
@@ -347,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # every other failure: one line, never a traceback
         if debug:
             raise
+        from flowjax_res.train.safety import TrainingError
+
         msg = _one_line(str(e)) or type(e).__name__
-        if not isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError)):
+        if not isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, TrainingError)):
             msg = f"{type(e).__name__}: {msg}"
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1

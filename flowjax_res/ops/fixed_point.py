@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flowjax_res._checks import check_choice, check_positive, check_positive_int
+from flowjax_res._checks import check_choice, check_positive, check_positive_int, check_residual_map
 
 METHODS = ("picard", "anderson")
 
@@ -203,6 +203,7 @@ def fixed_point_inverse(
         x0 = jnp.asarray(x0, y.dtype)
         if x0.shape != y.shape:
             raise ValueError(f"x0 must have the shape of y {y.shape}, got {x0.shape}")
+    check_residual_map(g, params, y)
     if adjoint_probe is None:
         adjoint_probe = jnp.zeros((y.shape[0], 3), y.dtype)
     elif jnp.shape(adjoint_probe) != (y.shape[0], 3):

@@ -88,6 +88,14 @@ def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, m
                          out_specs=(P(), P(), P()), check_vma=False)
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (integer and bool leaves,
+    e.g. counters and ActNorm flags, always are)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def _tree_select(pred: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
@@ -111,9 +119,10 @@ def make_train_step(
     forward pass normalises every Lipschitz layer by a converged power-iteration estimate
     and stores the vectors); ``ok = isfinite(loss) & isfinite(|grads|)``; the optimiser
     update; optionally ``lipschitz_iters`` more power iterations on every Lipschitz layer
-    (``update_lipschitz``; not needed for the bound, default 0); the EMA update. When
-    ``ok`` is false the parameters, the rest of the model state, the optimiser state and
-    the EMA are left exactly as they were and ``skipped`` is incremented.
+    (``update_lipschitz``; not needed for the bound, default 0); the EMA update; then
+    ``ok &=`` every new parameter, model state, optimiser state and EMA array is finite.
+    When ``ok`` is false the parameters, the rest of the model state, the optimiser state
+    and the EMA are left exactly as they were and ``skipped`` is incremented.
 
     ``metrics``: ``loss``, ``grad_norm`` (before clipping), ``lr`` (of this update),
     ``ok`` (bool), ``skipped`` (running count), ``lip_iters`` (the most power iterations
@@ -159,6 +168,9 @@ def make_train_step(
             update_lipschitz(model, lipschitz_iters)
         _, params, rest = split_model(model)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay > 0 else state.ema
+        # A finite loss and gradient can still give a non-finite update (a huge learning rate
+        # or weight decay): the step is only applied if everything it produces is finite.
+        ok = ok & _all_finite((params, rest, opt_state, ema))
         lr = schedule(state.step - state.skipped)
         new = TrainState(
             step=state.step + 1,

@@ -181,3 +181,13 @@ def test_bad_arguments_raise(kwargs, err):
     p, _, y = _problem(0.9, jnp.float32)
     with pytest.raises(err):
         fixed_point_inverse(_g, p, y, **kwargs)
+
+
+@pytest.mark.parametrize("bad_g", [lambda p, x: 0.5 * jnp.tanh(x[:, :1]),  # broadcasts against x
+                                   lambda p, x: 0.5 * jnp.tanh(x)[None],  # an extra axis
+                                   lambda p, x: (x, x)])  # not an array
+def test_g_of_wrong_shape_raises(bad_g):
+    """A g whose output is not of x's shape is refused (it used to broadcast and report
+    converged=True for the fixed point of another map)."""
+    with pytest.raises(ValueError, match=r"g\(params, x\) must return an array of x's shape \(4, 3\)"):
+        fixed_point_inverse(bad_g, None, jnp.ones((4, 3)))

@@ -180,7 +180,6 @@ def test_bad_arguments_raise():
 # -- block power iteration (subspace iteration + Rayleigh-Ritz) and the Fourier bound -----
 
 from flowjax_res.ops.power_iteration import (  # noqa: E402
-    conv_apply,
     conv_fourier_norm,
     init_power_blocks,
     subspace_iteration,
