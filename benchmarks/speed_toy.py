@@ -7,7 +7,12 @@ Configurations (Chen et al. 2019 toy settings):
   paper : 100 blocks of 2-128-128-128-128-2, batch 500
 both with LipSwish, coeff 0.98, unbiased Russian roulette (geometric p=0.5, 2 exact
 terms in normflows' convention = 3 in ours, one count shared by the batch), one Gaussian probe, Neumann gradient with
-backward-in-forward, one power iteration per step, Adam(beta2=0.99), no ActNorm.
+backward-in-forward, Adam(beta2=0.99), no ActNorm. Power iteration: ours converges a block
+power iteration (4 vectors, rtol 1e-3 on the estimated error, warm-started) in every forward
+pass, which holds the Lipschitz bound after every step; normflows runs one iteration per
+forward pass (``max_lipschitz_iter=1``), which does not. ``pi_ms`` times our normalisation
+alone (every layer's power iteration to the training tolerance from the warm vectors a
+step leaves, jitted), and ``pi_frac`` is its share of our one-device step.
 
 The peer runs in a separate environment (torch CPU + normflows, never a dependency of
 the package): create it with
@@ -96,15 +101,38 @@ def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1, de
     if devices > 1:  # data parallel over a "data" mesh axis, as `flowjax-res train --devices N`
         mesh = sh.make_mesh(devices)
         state = sh.put_state(state, mesh)
-        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False, mesh=mesh)
-        step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, mesh=mesh)
+        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, jit=False, mesh=mesh)
+        step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, mesh=mesh)
         step.put = lambda x: sh.put_batch(x, mesh)
     else:
-        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, lipschitz_iters=1, jit=False)
+        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, jit=False)
         step = jax.jit(raw_step, donate_argnums=0)
         step.put = lambda x: x
     step.raw = raw_step
+    step.graphdef = graphdef
     return step, state
+
+
+def time_power_iteration(step, state, n=20):
+    """Median time of every Lipschitz layer's forward-pass normalisation alone (power
+    iteration to the training tolerance from the vectors the last step stored, jitted),
+    and the largest iteration count it took."""
+    from flowjax_res.layers.lipschitz import update_lipschitz
+    from flowjax_res.train.state import merge_model
+
+    @jax.jit
+    def normalise(params, rest):
+        model = merge_model(step.graphdef, params, rest)
+        info = update_lipschitz(model)
+        return jnp.max(jnp.stack([jnp.max(d["n_iters"]) for d in info.values()]))
+
+    jax.block_until_ready(normalise(state.params, state.rest))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        iters = jax.block_until_ready(normalise(state.params, state.rest))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), int(iters)
 
 
 def time_ours(step, state, batch, n_steps, warmup=3, seed=1):
@@ -168,6 +196,7 @@ def main() -> None:
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit(f"speed_toy: peer environment missing at {PEER_PY}; see the module docstring")
+    from flowjax_res.layers.lipschitz import LipschitzLayer  # noqa: F401  (fail early if the package is broken)
 
     rows = []
     for name in args.configs.split(","):
@@ -193,12 +222,15 @@ def main() -> None:
             peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
             peer += peer_info["step_s"]
         n_params = sum(x.size for x in jax.tree.leaves(state1.params))
+        pi_s, pi_iters = time_power_iteration(step1, state1)
         row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
                    ours_1dev_ms=1e3 * statistics.median(ours1), devices=args.devices,
                    ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer),
                    ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
                    peer=f"normflows {peer_info.get('torch')}", peer_threads=args.threads, scan=not args.no_scan,
-                   batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops)
+                   batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops,
+                   pi_ms=1e3 * pi_s, pi_max_iters=pi_iters)
+        row["pi_frac"] = row["pi_ms"] / row["ours_1dev_ms"]
         row["speedup"] = row["peer_ms"] / row["ours_ms"]
         row["speedup_1dev"] = row["peer_ms"] / row["ours_1dev_ms"]
         row["speedup_best"] = row["peer_ms"] / min(row["ours_ms"], row["ours_1dev_ms"])
@@ -210,14 +242,15 @@ def main() -> None:
 
     lines = ["| config | blocks | layers | batch | ours, 1 device (ms/step) | ours, data-parallel (ms/step) "
              "| normflows (ms/step) | speed-up 1 device | speed-up data-parallel | speed-up, best of ours "
-             "| ours GFLOP/s (matmul) | first step incl. compile (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours GFLOP/s (matmul) | first step incl. compile (s) | power iteration (ms, share of 1-device step) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['n_blocks']} | {'-'.join(map(str, [2, *r['hidden'], 2]))} | {r['batch']} "
                      f"| {r['ours_1dev_ms']:.2f} | {r['ours_ms']:.2f} ({r['devices']} dev) "
                      f"| {r['peer_ms']:.2f} ({r['peer_threads']} thr) | {r['speedup_1dev']:.2f}x | {r['speedup']:.2f}x "
                      f"| **{r['speedup_best']:.2f}x** "
-                     f"| {r['ours_gflops']:.0f} | {r['compile_s']:.1f} |")
+                     f"| {r['ours_gflops']:.0f} | {r['compile_s']:.1f} "
+                     f"| {r['pi_ms']:.2f} ({100 * r['pi_frac']:.1f}%, <= {r['pi_max_iters']} it.) |")
     print("\n".join(lines))
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),

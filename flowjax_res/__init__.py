@@ -57,6 +57,7 @@ from flowjax_res.layers import (
     ShufflePermutation,
     SplitPrior,
     Squeeze,
+    configure_lipschitz,
     lipschitz_bounds,
     update_lipschitz,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "LipschitzConv",
     "update_lipschitz",
     "lipschitz_bounds",
+    "configure_lipschitz",
     "LipSwish",
     "Activation",
     "ActNorm",

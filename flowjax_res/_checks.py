@@ -76,3 +76,19 @@ def as_rngs(rngs, name: str = "rngs"):
         if key.ndim == 0:
             return nnx.Rngs(key)
     raise TypeError(f"{name} must be an nnx.Rngs, an int seed or a single jax.random key, got {rngs!r}")
+
+
+def check_residual_map(g, params, x) -> None:
+    """``g(params, x)`` (traced abstractly, nothing computed) must return one array of
+    ``x``'s shape: ``x + g(params, x)`` is elementwise, and a broadcast would silently
+    solve or differentiate another map."""
+    import jax
+
+    try:
+        out = jax.eval_shape(g, params, x)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"g(params, x) fails for x of shape {tuple(x.shape)} {x.dtype}: {' '.join(str(e).split())}") from None
+    shape = getattr(out, "shape", None)
+    if shape is None or tuple(shape) != tuple(x.shape):
+        got = f"shape {tuple(shape)}" if shape is not None else f"{type(out).__name__}"
+        raise ValueError(f"g(params, x) must return an array of x's shape {tuple(x.shape)}, got {got}")

@@ -1,4 +1,4 @@
-"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample`` and ``variance``.
+"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample``, ``lipschitz`` and ``variance``.
 
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
@@ -32,11 +32,13 @@ class _UsageError(Exception):
 _TRAIN_FIELDS = (
     "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
-    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition", "coupling", "out",
-    "data_dir", "devices", "mesh_shape", "distributed",
+    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
+    "permutation", "decomposition", "coupling", "out",
+    "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss",
 )
-# Fields that may change when a run is resumed (nothing that alters the trajectory).
-_RESUMABLE = ("steps", "data_dir", "devices", "mesh_shape", "distributed")  # data_dir: the same prepared data may have moved
+# Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
+# the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
+_MAX_HOST_DEVICES = 256  # CPU devices simulated for --devices on a machine without GPU/TPU
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,variance}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,lipschitz,variance}")
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-terms", type=int, help="series terms (truncated estimator)")
     g.add_argument("--n-probes", type=int, help="Hutchinson probes per example")
     g.add_argument("--coeff", type=float, help="Lipschitz coefficient c in (0, 1)")
+    g.add_argument("--lipschitz-tol", type=float,
+                   help="tolerance (relative, on the estimated error) of the power iteration every training forward "
+                        "pass converges before normalising a Lipschitz layer (default 1e-3)")
+    g.add_argument("--lipschitz-max-iters", type=int, help="bound on those power iterations (default 100)")
     g = t.add_argument_group("Glow (--model glow, image data only)")
     g.add_argument("--permutation", help="reverse, shuffle, 1x1 (Glow's default), emerging (emerging conv + 1x1) or periodic")
     g.add_argument("--decomposition", help="of the 1x1 convolutions: none (default), plu or qr")
@@ -87,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
     g.add_argument("--n-test", type=int, help=f"test points for toy data (default {d.n_test})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--divergence-skips", type=int, help=f"stop the run after this many consecutive skipped (non-finite) "
+                                                         f"steps, 0 = never (default {d.divergence_skips})")
+    g.add_argument("--divergence-loss", type=float, help="stop the run when a step's loss exceeds the median of the "
+                                                         "previous 100 by more than this (nats or bits/dim), 0 = never "
+                                                         f"(default {d.divergence_loss:g})")
     g = t.add_argument_group("devices (the numbers of a run do not depend on them; a run may resume on others)")
     g.add_argument("--devices", type=_devices_arg, metavar="N|all",
                    help="shard each batch over the first N devices, or all (default 1; all with --distributed); "
@@ -111,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+
+    lp = sub.add_parser("lipschitz", help="per layer: converged spectral norm, applied scale, resulting bound (flags "
+                                          "any layer above c(1+tol); exit code 1 then)")
+    lp.add_argument("--run", required=True, metavar="RUN_DIR")
+    lp.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    lp.add_argument("--raw", action="store_true", help="the raw weights in training mode instead of the EMA in eval mode")
+    lp.add_argument("--json", action="store_true", help="print one JSON object")
 
     v = sub.add_parser("variance", help="bias, std and cost of the log-det estimators of every residual block")
     v.add_argument("--run", metavar="RUN_DIR", help="a trained run (its EMA weights); else a fresh model:")
@@ -169,6 +187,10 @@ def _host_devices_for(cfg) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if n <= 1 or "xla_force_host_platform_device_count" in flags:
         return
+    if n > _MAX_HOST_DEVICES and not cfg.distributed:
+        raise ValueError(f"--devices/--mesh-shape ask for {n} devices; one host uses at most {_MAX_HOST_DEVICES} (on a "
+                         f"machine without GPU/TPU that many CPU devices are simulated; one per core, here "
+                         f"{os.cpu_count()}, is useful); use --distributed for a multi-host run")
     try:
         from jax._src import xla_bridge
 
@@ -180,6 +202,7 @@ def _host_devices_for(cfg) -> None:
 
 
 def _cmd_train(args) -> int:
+    from flowjax_res.train.config import RESUMABLE_FIELDS as _RESUMABLE
     from flowjax_res.train.config import TrainConfig, load_config
     from flowjax_res.train.sharding import maybe_initialize_distributed
     from flowjax_res.train.loop import run_mesh, train
@@ -208,14 +231,19 @@ def _cmd_train(args) -> int:
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
         run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
+        made = _missing_ancestor(cfg.out)  # the top directory this command will create, if any
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
     try:
         summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
                         stop_after=args.stop_after)
-    except BaseException:
-        if fresh:
+    except BaseException as e:
+        from flowjax_res.train.safety import TrainingError
+
+        if fresh and not isinstance(e, TrainingError):  # a stopped run keeps what its message says it kept
             _remove_if_unused(run_dir)
+            if made is not None:  # --out was made for this run: leave no empty directory behind
+                _rmdir_empty_chain(cfg.out, made)
         raise
     print(_format_eval(cfg, summary, run_dir))
     return 0
@@ -227,7 +255,7 @@ def _remove_if_unused(run_dir: str) -> None:
         entries = set(os.listdir(run_dir))
     except OSError:
         return
-    if not entries <= {"config.json", "checkpoints", "metrics.jsonl"}:
+    if not entries <= {"config.json", "checkpoints", "metrics.jsonl", ".lock"}:
         return
     ckpts = os.path.join(run_dir, "checkpoints")
     if os.path.isdir(ckpts) and os.listdir(ckpts):
@@ -238,13 +266,39 @@ def _remove_if_unused(run_dir: str) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _missing_ancestor(path: str) -> str | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet."""
+    path, top = os.path.abspath(path), None
+    while not os.path.exists(path):
+        top, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return top
+
+
+def _rmdir_empty_chain(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top:
+            return
+        path = os.path.dirname(path)
+
+
 def _format_eval(cfg, summary: dict, run_dir: str) -> str:
     metric = "nll" if "nll" in summary else "bpd" if "bpd" in summary else None
     head = f"{cfg.model} on {cfg.dataset}, step {summary.get('step')}"
     if metric is None:
         return f"{head}: no evaluation yet ({run_dir})"
     unit = "nats" if metric == "nll" else "bits/dim"
-    line = (f"{head}: test {metric} = {summary[metric]:.4f} +- {summary[metric + '_stderr']:.4f} {unit} "
+    stderr = summary[metric + "_stderr"]
+    error = f" +- {stderr:.4f}" if isinstance(stderr, (int, float)) and stderr == stderr else ""  # no error for n = 1
+    line = (f"{head}: test {metric} = {summary[metric]:.4f}{error} {unit} "
             f"(n={summary['n']}, skipped steps {summary.get('skipped', 0)})")
     if summary.get("n_nonfinite"):
         line += f"; WARNING: {summary['n_nonfinite']} non-finite values"
@@ -299,6 +353,13 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_lipschitz(args) -> int:
+    from flowjax_res.diagnostics.lipschitz import run_lipschitz
+
+    cfg, _, graphdef, state = _load(args.run, args.step)
+    return run_lipschitz(cfg, graphdef, state, raw=args.raw, as_json=args.json)
+
+
 def _cmd_variance(args) -> int:
     from flowjax_res.diagnostics.command import run_variance
 
@@ -314,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "variance": _cmd_variance}[args.command](args)
+        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "lipschitz": _cmd_lipschitz,
+                "variance": _cmd_variance}[args.command](args)
     except _UsageError as e:
         print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
@@ -327,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # every other failure: one line, never a traceback
         if debug:
             raise
+        from flowjax_res.train.safety import TrainingError
+
         msg = _one_line(str(e)) or type(e).__name__
-        if not isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError)):
+        if not isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, TrainingError)):
             msg = f"{type(e).__name__}: {msg}"
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 1

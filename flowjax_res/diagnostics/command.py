@@ -46,7 +46,7 @@ def _load_model(args):
         data = make_data(cfg)
         graphdef, state, _, _, _ = restore_state(args.run, cfg, data, step=args.step)
         params = state.params if args.raw else eval_weights(state, cfg)
-        rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+        rest = prepare_eval_model(graphdef, params, state.rest)
         model = merge_model(graphdef, params, rest)
         title = f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"
         return model, data, title, args.run

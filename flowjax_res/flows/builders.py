@@ -82,6 +82,9 @@ class _BlockFields:
     activation: str = "lipswish"
     coeff: float = 0.98
     n_power_iters: int = 1
+    lipschitz_tol: float = 1e-3
+    lipschitz_max_iters: int = 100
+    lipschitz_vectors: int | None = None
     actnorm: bool = True
     estimator: str = "roulette"
     n_terms: int = 10
@@ -99,6 +102,13 @@ class _BlockFields:
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
         check_positive_int("n_power_iters", self.n_power_iters)
+        check_open_interval("lipschitz_tol", self.lipschitz_tol, 0.0, 1.0)
+        check_positive_int("lipschitz_max_iters", self.lipschitz_max_iters)
+        if self.lipschitz_vectors is not None:
+            check_positive_int("lipschitz_vectors", self.lipschitz_vectors)
+        if self.n_power_iters > self.lipschitz_max_iters:
+            raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= lipschitz_max_iters "
+                             f"({self.lipschitz_max_iters})")
         if not isinstance(self.actnorm, bool):
             raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
         self.logdet_config()  # validates the estimator fields
@@ -112,13 +122,16 @@ class _BlockFields:
     def block_kwargs(self) -> dict[str, Any]:
         return dict(
             activation=self.activation, coeff=self.coeff, n_power_iters=self.n_power_iters,
-            logdet=self.logdet_config(), eval_logdet=self.eval_logdet, inverse=self.inverse,
+            lipschitz_rtol=self.lipschitz_tol, lipschitz_max_iters=self.lipschitz_max_iters,
+            lipschitz_vectors=self.lipschitz_vectors, logdet=self.logdet_config(), eval_logdet=self.eval_logdet, inverse=self.inverse,
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageFlowConfig(_BlockFields):
-    """A multi-scale image flow.
+    """A multi-scale image flow (``conv_norm``: how the convolutions' norms are obtained,
+    ``"fourier"`` a certified bound or ``"operator"`` power iteration; see
+    :class:`~flowjax_res.layers.lipschitz.LipschitzConv`).
 
     ``n_scales`` stages of ``n_blocks`` convolutional residual blocks with
     ``hidden_channels`` and ``kernel_sizes``; ``factor_out`` half of the channels after
@@ -138,6 +151,7 @@ class ImageFlowConfig(_BlockFields):
     initial_squeeze: bool = False
     n_fc_blocks: int = 4
     fc_hidden: tuple[int, ...] = (128, 128)
+    conv_norm: str = "fourier"
 
     def __post_init__(self):
         self._check_block_fields()
@@ -148,6 +162,7 @@ class ImageFlowConfig(_BlockFields):
         check_positive_int("n_blocks", self.n_blocks)
         check_positive_int("hidden_channels", self.hidden_channels)
         check_nonnegative_int("n_fc_blocks", self.n_fc_blocks)
+        check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +290,8 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
         c = s[-1]
         layers: list = [ActNorm(c)] if cfg.actnorm else []
         for _ in range(cfg.n_blocks):
-            layers.append(ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, rngs=rngs, **cfg.block_kwargs()))
+            layers.append(ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, conv_norm=cfg.conv_norm, rngs=rngs,
+                                             **cfg.block_kwargs()))
             if cfg.actnorm:
                 layers.append(ActNorm(c))
         stages.append(Flow(layers))

@@ -9,8 +9,10 @@ unit is traced and compiled once, whatever ``n``. The mathematics is that of the
 (:class:`~flowjax_res.flows.chain.Flow`): ``log|det J_f| = Σ_l log|det J_{f_l}|``.
 
 The unit can be any bijector module (a :class:`~flowjax_res.layers.residual.ResidualBlock`,
-or a ``Flow([ResidualBlock, ActNorm])``). Power-iteration updates
-(:func:`flowjax_res.layers.lipschitz.update_lipschitz`) reach the stacked Lipschitz layers
+or a ``Flow([ResidualBlock, ActNorm])``). The power-iteration state that the units'
+Lipschitz layers store in a training-mode forward pass comes out of the scan and is
+written back to the stacked variables (when the trace context allows), and
+:func:`flowjax_res.layers.lipschitz.update_lipschitz` reaches the stacked layers
 (vmapped over the stack) because the stack exposes ``stack_size`` and ``unit``.
 """
 
@@ -24,7 +26,7 @@ from flax import nnx
 
 from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_positive_int, check_shape
-from flowjax_res.layers.variables import InitFlag
+from flowjax_res.layers.variables import InitFlag, PowerIterState, PowerIterStats
 from flowjax_res.ops.keys import split_key
 
 __all__ = ["ResidualStack"]
@@ -99,6 +101,7 @@ class ResidualStack(Bijector):
     def _scan(self, method: str, x, key, *, reverse: bool, with_info: bool):
         graphdef, state = nnx.split(self.unit)
         writes = self._writes_state and not self._initialized()
+        writes_power = not writes and self._writes_power()
 
         def body(carry, inp):
             h, ld = carry
@@ -115,14 +118,30 @@ class ResidualStack(Bijector):
                 h, info = unit.inverse_with_info(h)
             else:
                 h = unit.inverse(h, key=k)
-            new_state = nnx.split(unit)[1] if writes else None
+            if writes:
+                new_state = nnx.split(unit)[1]
+            elif writes_power:
+                new_state = nnx.state(unit, (PowerIterState, PowerIterStats))
+            else:
+                new_state = None
             return (h, ld), (new_state, info)
 
         ld0 = jnp.zeros((x.shape[0],), jnp.result_type(x.dtype, jnp.float32))
         (h, ld), (new_state, info) = jax.lax.scan(body, (x, ld0), (state, self._keys(key)), reverse=reverse)
-        if writes:
+        if writes or writes_power:
             nnx.update(self.unit, new_state)
         return h, ld, info
+
+    def _writes_power(self) -> bool:
+        """Some stacked Lipschitz layer is in training mode (its forward pass stores its
+        converged power-iteration state) and the stacked variables can be updated in the
+        current trace context."""
+        from flowjax_res.layers.lipschitz import LipschitzLayer
+
+        layers = [n for _, n in nnx.iter_graph(self.unit) if isinstance(n, LipschitzLayer)]
+        return bool(layers) and any(not layer.deterministic for layer in layers) and all(
+            getattr(var, "_can_update", True) for var in jax.tree.leaves(
+                nnx.state(self.unit, PowerIterState), is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
     def _initialized(self) -> bool:
         """Every unit's data-dependent init has run (known outside any trace): the

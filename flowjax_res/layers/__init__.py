@@ -1,11 +1,13 @@
 """Flax NNX bijector modules: parameters, state, argument checks, a call into ``ops``."""
 
-from flowjax_res.layers.variables import InitFlag, PowerIterState
+from flowjax_res.layers.variables import InitFlag, PowerIterState, PowerIterStats
 from flowjax_res.layers.lipschitz import (
     LipschitzConv,
     LipschitzDense,
     LipschitzLayer,
+    configure_lipschitz,
     lipschitz_bounds,
+    power_iteration_stats,
     update_lipschitz,
 )
 from flowjax_res.layers.activations import Activation, LipSwish

@@ -42,7 +42,13 @@ from flowjax_res._checks import (
     check_shape,
 )
 from flowjax_res.layers.activations import Activation, LipSwish
-from flowjax_res.layers.lipschitz import LipschitzConv, LipschitzDense
+from flowjax_res.layers.lipschitz import (
+    DEFAULT_MAX_ITERS,
+    DEFAULT_RTOL,
+    LipschitzConv,
+    LipschitzDense,
+    prescaled_split,
+)
 from flowjax_res.ops.activations import activation_names
 from flowjax_res.ops.fixed_point import METHODS as INVERSE_METHODS
 from flowjax_res.ops.fixed_point import fixed_point_inverse
@@ -162,9 +168,11 @@ class ResidualBlock(Bijector):
 
     Build it with :meth:`dense` or :meth:`conv`, or pass any ``nnx.Module`` ``g`` that
     maps ``(batch, *input_shape)`` to the same shape with ``Lip(g) < 1`` (the block does
-    not check the bound). Power iterations of the Lipschitz layers are refreshed with
-    :func:`flowjax_res.layers.lipschitz.update_lipschitz`; the forward pass itself
-    never mutates state.
+    not check the bound). Each forward (and inverse) pass first normalises every
+    Lipschitz layer of ``g`` once, by a power-iteration estimate converged on the
+    current weights (:func:`flowjax_res.layers.lipschitz.prescaled_split`; the layers'
+    warm-start vectors are stored back, as NNX's BatchNorm stores its statistics), then
+    evaluates the pure, normalised ``g`` as often as the estimator or the solver needs.
 
     Args:
       g: the residual network.
@@ -215,14 +223,20 @@ class ResidualBlock(Bijector):
         activation: str = "lipswish",
         coeff: float = 0.98,
         n_power_iters: int = 1,
+        lipschitz_rtol: float = DEFAULT_RTOL,
+        lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
+        lipschitz_vectors: int | None = None,
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
         """Dense block on ``(batch, dim)``: ``g`` = LipschitzDense ``dim -> hidden[0] ->
         ... -> dim`` with ``activation`` between the layers (each layer has spectral
         norm ``<= coeff`` and the activations are 1-Lipschitz, so ``Lip(g) <=
-        coeff^(len(hidden)+1)``). ``kwargs`` go to the constructor (``logdet``,
-        ``eval_logdet``, ``inverse``, ``deterministic``)."""
+        coeff^(len(hidden)+1)``). ``n_power_iters``, ``lipschitz_rtol`` and
+        ``lipschitz_max_iters`` (and ``lipschitz_vectors``, the block size) set the layers' power iteration (at least that many
+        iterations per forward pass, then to the relative tolerance; see
+        :class:`~flowjax_res.layers.lipschitz.LipschitzDense`). ``kwargs`` go to the
+        constructor (``logdet``, ``eval_logdet``, ``inverse``, ``deterministic``)."""
         dim = check_positive_int("dim", dim)
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
@@ -231,7 +245,8 @@ class ResidualBlock(Bijector):
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             if i:
                 layers.append(_activation(activation))
-            layers.append(LipschitzDense(a, b, coeff=coeff, n_power_iters=n_power_iters, rngs=rngs))
+            layers.append(LipschitzDense(a, b, coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol,
+                                         max_iters=lipschitz_max_iters, n_vectors=lipschitz_vectors, rngs=rngs))
         return cls(nnx.Sequential(*layers), (dim,), **kwargs)
 
     @classmethod
@@ -244,13 +259,20 @@ class ResidualBlock(Bijector):
         activation: str = "lipswish",
         coeff: float = 0.98,
         n_power_iters: int = 1,
+        lipschitz_rtol: float = DEFAULT_RTOL,
+        lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
+        lipschitz_vectors: int | None = None,
+        conv_norm: str = "fourier",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
         """Convolutional block on NHWC ``(batch, H, W, C)``: ``g`` = LipschitzConv
         ``C -> hidden -> ... -> C`` with the given kernel sizes (default ``3x3 -> 1x1 ->
         3x3``, SAME padding) and ``activation`` between them. ``input_shape = (H, W, C)``
-        fixes the power-iteration vectors of the convolution operators."""
+        fixes the convolution operators; ``conv_norm`` is how their norms are obtained
+        (``"fourier"``: a certified bound; ``"operator"``: power iteration on the
+        operator; see :class:`~flowjax_res.layers.lipschitz.LipschitzConv`); the power
+        iteration settings are those of :meth:`dense`."""
         try:
             shape = tuple(input_shape)
         except TypeError:
@@ -269,7 +291,8 @@ class ResidualBlock(Bijector):
             layers.append(
                 LipschitzConv(
                     chans[i], chans[i + 1], k, input_shape=(h, w), coeff=coeff,
-                    n_power_iters=n_power_iters, rngs=rngs,
+                    n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
+                    n_vectors=lipschitz_vectors, norm=conv_norm, rngs=rngs,
                 )
             )
         return cls(nnx.Sequential(*layers), (h, w, c), **kwargs)
@@ -282,7 +305,9 @@ class ResidualBlock(Bijector):
 
     # -- internals ---------------------------------------------------------------
     def _pure_g(self):
-        graphdef, state = nnx.split(self.g)
+        """``(g_pure, state)`` with ``g_pure(state, x) = g(x)`` and the Lipschitz layers'
+        kernels normalised once, here (see :func:`prescaled_split`)."""
+        graphdef, state = prescaled_split(self.g)
         return _pure_fn(graphdef), state
 
     def _check(self, x: jax.Array, name: str) -> jax.Array:
@@ -321,7 +346,7 @@ class ResidualBlock(Bijector):
     def _forward(self, x, key, with_info):
         x = self._check(x, "x")
         cfg = self._check_key(key)
-        graphdef, state = nnx.split(self.g)
+        graphdef, state = prescaled_split(self.g)
         return _forward_core(graphdef, cfg, with_info, state, x, key)
 
     def inverse(self, y: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

@@ -13,3 +13,8 @@ class PowerIterState(nnx.Variable):
 
 class InitFlag(nnx.Variable):
     """Whether a data-dependent initialisation (e.g. ActNorm) has run."""
+
+
+class PowerIterStats(nnx.Variable):
+    """Diagnostics of a Lipschitz layer's last normalisation: power iterations run and
+    whether the tolerance was reached (written by the forward pass)."""

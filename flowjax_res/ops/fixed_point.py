@@ -23,7 +23,9 @@ Gradients use implicit differentiation (not unrolling): at ``x* = y - g(p, x*)``
 ``(I + J_g) dx = dy - (dg/dp) dp``, so for an output cotangent ``x_bar`` the adjoint
 ``a`` solves ``(I + J_g)^T a = x_bar`` — again a contraction fixed point
 ``a <- x_bar - J_g^T a`` solved with the same method — and ``y_bar = a``,
-``p_bar = -(dg/dp)^T a``.
+``p_bar = -(dg/dp)^T a``. The adjoint solve can fail to converge like the forward one;
+its per-example diagnostics come back as the gradient of an ``adjoint_probe`` input (a
+backward pass has no other way out): ``[iterations, residual, converged]``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flowjax_res._checks import check_choice, check_positive, check_positive_int
+from flowjax_res._checks import check_choice, check_positive, check_positive_int, check_residual_map
 
 METHODS = ("picard", "anderson")
 
@@ -138,12 +140,13 @@ def fixed_point_inverse(
     params: Any,
     y: jax.Array,
     *,
-    method: str = "picard",
+    method: str = "anderson",
     atol: float = 1e-6,
-    max_iters: int = 100,
+    max_iters: int = 1000,
     anderson_m: int = 5,
     anderson_beta: float = 1.0,
     x0: jax.Array | None = None,
+    adjoint_probe: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Solve ``x + g(params, x) = y`` for ``x`` (Behrmann et al. 2019, Algorithm 1).
 
@@ -153,15 +156,22 @@ def fixed_point_inverse(
         gradients must be passed in ``params`` (it must not close over traced values).
       params: pytree of parameters of ``g``.
       y: ``(batch, ...)`` right-hand side.
-      method: ``"picard"`` (``x <- y - g(x)``) or ``"anderson"`` (Walker & Ni 2011).
+      method: ``"anderson"`` (Walker & Ni 2011; default) or ``"picard"`` (``x <- y -
+        g(x)``). With the defaults both reach ``atol = 1e-6`` at ``Lip(g) = 0.98``:
+        Anderson in about 20 evaluations, Picard in about 530 (float64; in float32 its
+        round-off floor is above 1e-6 there).
       atol: per-example tolerance on ``max|x + g(x) - y|`` (the fixed-point residual).
         The error to the true solution is at most ``atol / (1 - Lip(g))``. Round-off
         bounds the attainable residual at about ``eps·|y| / (1 - Lip(g))`` for Picard
         (float32, ``Lip(g) = 0.98``: ~2e-6); Anderson gets lower.
-      max_iters: maximum number of batched ``g`` evaluations.
+      max_iters: maximum number of batched ``g`` evaluations (default 1000).
       anderson_m: Anderson memory (number of past iterates used).
       anderson_beta: Anderson damping/mixing in ``(0, 1]`` (1 = undamped).
       x0: initial guess, default ``y`` (Algorithm 1). Receives no gradient.
+      adjoint_probe: optional ``(batch, 3)`` array (zeros) that the result does not
+        depend on; its gradient is the adjoint solve's per-example ``[iterations,
+        residual, converged]`` (``converged`` as 0/1). Differentiate a loss w.r.t. it
+        to see whether the backward pass converged.
 
     Returns:
       ``(x, info)`` where ``info`` holds per-example ``iterations`` (int32),
@@ -193,28 +203,36 @@ def fixed_point_inverse(
         x0 = jnp.asarray(x0, y.dtype)
         if x0.shape != y.shape:
             raise ValueError(f"x0 must have the shape of y {y.shape}, got {x0.shape}")
+    check_residual_map(g, params, y)
+    if adjoint_probe is None:
+        adjoint_probe = jnp.zeros((y.shape[0], 3), y.dtype)
+    elif jnp.shape(adjoint_probe) != (y.shape[0], 3):
+        raise ValueError(f"adjoint_probe must have shape (batch, 3) = {(y.shape[0], 3)}, got {jnp.shape(adjoint_probe)}")
     opts = (("method", method), ("atol", atol), ("max_iters", max_iters), ("m", m), ("beta", beta))
-    return _inverse_jit(g, opts, params, y, x0)
+    return _inverse_jit(g, opts, params, y, x0, adjoint_probe)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _inverse(g, opts, params, y, x0):
+def _inverse(g, opts, params, y, x0, probe):
+    del probe
     return _solve(lambda x: y - g(params, x), x0, **dict(opts))
 
 
-def _inverse_fwd(g, opts, params, y, x0):
-    x, info = _inverse(g, opts, params, y, x0)
-    return (x, info), (params, x)
+def _inverse_fwd(g, opts, params, y, x0, probe):
+    x, info = _inverse(g, opts, params, y, x0, probe)
+    return (x, info), (params, x, probe)
 
 
 def _inverse_bwd(g, opts, res, cts):
-    params, x = res
+    params, x, probe = res
     x_bar = cts[0]
     _, vjp = jax.vjp(g, params, x)
     # (I + J_g)^T a = x_bar  <=>  a = x_bar - J_g^T a   (a contraction: ||J_g^T|| < 1).
-    a, _ = _solve(lambda a: x_bar - vjp(a)[1], x_bar, **dict(opts))
+    a, info = _solve(lambda a: x_bar - vjp(a)[1], x_bar, **dict(opts))
     p_bar = jax.tree_util.tree_map(lambda t: -t if jnp.issubdtype(t.dtype, jnp.inexact) else t, vjp(a)[0])
-    return p_bar, a, jnp.zeros_like(x)
+    probe_bar = jnp.stack([info["iterations"].astype(probe.dtype), info["residual"].astype(probe.dtype),
+                           info["converged"].astype(probe.dtype)], axis=1)
+    return p_bar, a, jnp.zeros_like(x), probe_bar
 
 
 _inverse.defvjp(_inverse_fwd, _inverse_bwd)

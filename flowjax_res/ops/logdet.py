@@ -50,6 +50,7 @@ from flowjax_res._checks import (
     check_open_interval,
     check_positive,
     check_positive_int,
+    check_residual_map,
 )
 from flowjax_res.ops.neumann import with_neumann_gradient, with_neumann_gradient_joint
 from flowjax_res.ops.keys import batch_key, is_per_example, split_key
@@ -210,6 +211,7 @@ def _residual_core(
     """``(g(x) or None, log_det, info)``; see :func:`residual_logdet_with_info`."""
     batch_chunks = check_positive_int("batch_chunks", batch_chunks)
     _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms)
+    check_residual_map(g, params, x)
     batch = x.shape[0]
     if estimator == "exact":
         ld = exact_residual_logdet(g, params, x)

@@ -18,6 +18,8 @@ from flowjax_res._checks import (
 )
 
 OPTIMIZERS = ("adam", "adamax")
+MAX_STEPS = 2**31 - 1  # the train state's step counter is int32
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 MODELS = ("resflow", "iresnet", "glow")
 
 
@@ -58,8 +60,12 @@ class TrainConfig:
       keep_ckpts: how many recent checkpoints to keep.
       eval_batch_size: batch size for evaluation.
       n_test: number of test points for toy data (image data use their test split).
-      eval_lipschitz_iters: power iterations run on a copy of the model before evaluation.
-      train_lipschitz_iters: power iterations after every optimiser step.
+      lipschitz_tol, lipschitz_max_iters: tolerance (relative change of ``sigma_hat``)
+        and bound of the power iteration that every training forward pass converges
+        before normalising each Lipschitz layer (``None``: the preset's, 1e-3 and 100;
+        :mod:`flowjax_res.layers.lipschitz`).
+      eval_lipschitz_tol, eval_lipschitz_max_iters: the same for evaluation and
+        sampling (tight: 1e-5, at most 1000 iterations).
       estimator, n_exact_terms, n_terms, coeff, n_probes: model overrides passed to the
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
       permutation, decomposition, coupling: Glow overrides passed to the builder when
@@ -75,6 +81,12 @@ class TrainConfig:
       distributed: call ``jax.distributed.initialize()`` first (multi-host runs; also
         selected by the environment variable ``FLOWJAX_DISTRIBUTED=1``).
       out: parent directory of run directories.
+      divergence_skips: stop the run (an error; the last checkpoint is kept) after this
+        many consecutive skipped steps (non-finite loss, gradients or update); 0 = never.
+      divergence_loss: stop the run likewise when a step's training loss exceeds the
+        median of the previous (up to 100) finite losses of applied steps by more than
+        this, in the objective's units (nats or bits/dim), and by more than the median's
+        own size (an untrained image model starts in the thousands); 0 = never.
     """
 
     dataset: str = "8gaussians"
@@ -98,8 +110,10 @@ class TrainConfig:
     keep_ckpts: int = 3
     eval_batch_size: int = 1000
     n_test: int = 5000
-    eval_lipschitz_iters: int = 20
-    train_lipschitz_iters: int = 1
+    lipschitz_tol: float | None = None
+    lipschitz_max_iters: int | None = None
+    eval_lipschitz_tol: float = 1e-5
+    eval_lipschitz_max_iters: int = 1000
     estimator: str | None = None
     n_exact_terms: int | None = None
     n_terms: int | None = None
@@ -113,6 +127,8 @@ class TrainConfig:
     distributed: bool = False
     out: str = "runs"
     data_dir: str | None = None
+    divergence_skips: int = 20
+    divergence_loss: float = 100.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -124,22 +140,38 @@ class TrainConfig:
         check_nonnegative_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
         check_positive("lr", self.lr)
+        _check_finite("lr", self.lr)
         check_nonnegative_int("warmup", self.warmup)
         _check_nonnegative("grad_clip", self.grad_clip)
         _check_nonnegative("weight_decay", self.weight_decay)
+        _check_finite("weight_decay", self.weight_decay)
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"lr * weight_decay must be < 1 (each step scales the weights by 1 - lr * weight_decay), "
+                             f"got lr = {self.lr!r}, weight_decay = {self.weight_decay!r}")
         _check_unit("beta1", self.beta1, allow_zero=True)
         _check_unit("beta2", self.beta2, allow_zero=False)
         check_positive("eps", self.eps)
+        _check_finite("eps", self.eps)
+        for name in ("steps", "warmup", "log_every", "eval_every", "ckpt_every"):  # the step counter is int32
+            _check_at_most(name, getattr(self, name), MAX_STEPS, "the step counter is a 32-bit integer")
+        check_nonnegative_int("divergence_skips", self.divergence_skips)
+        _check_nonnegative("divergence_loss", self.divergence_loss)
+        _check_finite("divergence_loss", self.divergence_loss)
         if self.ema_decay is None:
             from flowjax_res.data.toy import TOY_DATASETS
 
             object.__setattr__(self, "ema_decay", 0.99 if self.dataset in TOY_DATASETS else 0.999)
         _check_unit("ema_decay", self.ema_decay, allow_zero=True)
         check_nonnegative_int("seed", self.seed)
+        _check_at_most("seed", self.seed, MAX_SEED, "a 64-bit signed integer")
         for name in ("log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
             check_positive_int(name, getattr(self, name))
-        check_nonnegative_int("eval_lipschitz_iters", self.eval_lipschitz_iters)
-        check_nonnegative_int("train_lipschitz_iters", self.train_lipschitz_iters)
+        if self.lipschitz_tol is not None:
+            check_open_interval("lipschitz_tol", self.lipschitz_tol, 0.0, 1.0)
+        if self.lipschitz_max_iters is not None:
+            check_positive_int("lipschitz_max_iters", self.lipschitz_max_iters)
+        check_open_interval("eval_lipschitz_tol", self.eval_lipschitz_tol, 0.0, 1.0)
+        check_positive_int("eval_lipschitz_max_iters", self.eval_lipschitz_max_iters)
         if self.estimator is not None:
             check_choice("estimator", self.estimator, ("roulette", "series", "exact"))
         if self.n_exact_terms is not None:
@@ -214,6 +246,18 @@ def _check_nonnegative(name: str, value) -> float:
     return float(value)
 
 
+def _check_finite(name: str, value) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_at_most(name: str, value: int, limit: int, why: str) -> int:
+    if value > limit:
+        raise ValueError(f"{name} must be <= {limit} ({why}), got {value!r}")
+    return value
+
+
 def _check_unit(name: str, value, *, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number in {'[0' if allow_zero else '(0'}, 1), got {value!r}")
@@ -225,15 +269,40 @@ def _check_unit(name: str, value, *, allow_zero: bool) -> float:
 
 CONFIG_FILE = "config.json"
 
+# Fields that may change when a run is resumed (none alters the trajectory).
+RESUMABLE_FIELDS = ("steps", "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips",
+                    "divergence_loss")
+
+
+def config_differences(stored: dict[str, Any], cfg: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """``(field, value in cfg, stored value)`` for every field of ``stored`` (a config
+    saved in a checkpoint) outside :data:`RESUMABLE_FIELDS` whose value in ``cfg`` differs
+    (compared as JSON; fields that ``stored`` lacks, from older checkpoints, are not compared)."""
+    current = json.loads(json.dumps(cfg.to_dict()))
+    missing = object()
+    out = []
+    for name in sorted(stored):
+        if name in RESUMABLE_FIELDS:
+            continue
+        value = current.get(name, missing)
+        if value is missing or value != stored[name]:
+            out.append((name, None if value is missing else value, stored[name]))
+    return out
+
 
 def save_config(cfg: TrainConfig, run_dir: str) -> str:
     """Write ``config.json`` in ``run_dir`` atomically (temp file + rename); returns its path."""
     path = os.path.join(run_dir, CONFIG_FILE)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: config.json is untouched, leave no partial copy
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror, e.filename or path) from None
     return path
 
 

@@ -2,8 +2,10 @@
 over the whole set, with its standard error, using the model's evaluation mode.
 
 The model seen here is a copy built from the EMA weights; the training state is never
-modified. Before evaluating, ``eval_lipschitz_iters`` more power iterations bring the
-spectral-norm estimates in line with the averaged weights (Behrmann et al. 2019, Sec. 3).
+modified. In evaluation mode every Lipschitz layer normalises its weight by a power-iteration
+estimate converged to the layer's tight evaluation tolerance (Behrmann et al. 2019, Sec. 3;
+:mod:`flowjax_res.layers.lipschitz`); :func:`prepare_eval_model` converges the warm-start
+vectors on the averaged weights once, so that each evaluation batch starts from them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from flax import nnx
 
 from flowjax_res.ops.keys import per_example_keys
 from flowjax_res.train.state import merge_model, split_model
-from flowjax_res.train.step import _lipschitz_updater
 
 
 def set_eval_mode(model: nnx.Module) -> None:
@@ -40,16 +41,17 @@ def per_example_metric(kind: str) -> Callable[[nnx.Module, jax.Array, jax.Array]
     raise ValueError(f"kind must be 'nll' or 'bpd', got {kind!r}")
 
 
-def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any, lipschitz_iters: int) -> Any:
-    """Run ``lipschitz_iters`` power iterations on a copy; returns the copy's new rest state."""
-    if lipschitz_iters == 0:
-        return rest
-    update = _lipschitz_updater()
+def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
+    """Converge every Lipschitz layer's power iteration on ``params`` to its evaluation
+    tolerance, on a copy; returns the copy's new rest state (a warm start for the
+    evaluation forward passes, which converge their own estimates in any case)."""
+    from flowjax_res.layers.lipschitz import update_lipschitz
 
     @jax.jit
     def prep(params, rest):
         model = merge_model(graphdef, params, rest)
-        update(model, lipschitz_iters)
+        set_eval_mode(model)
+        update_lipschitz(model)
         return split_model(model)[2]
 
     return prep(params, rest)
@@ -119,18 +121,17 @@ def evaluate(
     *,
     kind: str,
     batch_size: int = 1000,
-    lipschitz_iters: int = 20,
     mesh: Any = None,
 ) -> dict[str, float]:
-    """Evaluate over all of ``data``: ``lipschitz_iters`` power iterations on a copy of
-    the model, then :func:`per_example` in evaluation mode.
+    """Evaluate over all of ``data``: :func:`prepare_eval_model`, then
+    :func:`per_example` in evaluation mode.
 
     Returns ``{kind: mean, kind + "_stderr": std / sqrt(n), "n": n, "n_nonfinite": k}``;
     non-finite per-example values are counted in ``n_nonfinite`` (and make the mean
     non-finite) rather than dropped silently. ``mesh``: evaluate sharded over its
     ``"data"`` axis (see :func:`per_example`).
     """
-    rest = prepare_eval_model(graphdef, params, rest, lipschitz_iters)
+    rest = prepare_eval_model(graphdef, params, rest)
     v = per_example(graphdef, params, rest, data, key, kind=kind, batch_size=batch_size, mesh=mesh).astype(np.float64)
     n = len(v)
     finite = np.isfinite(v)

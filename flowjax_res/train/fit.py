@@ -51,8 +51,6 @@ def fit(
     optimizer: optax.GradientTransformation | None = None,
     metric: str | None = None,
     ema_decay: float | None = None,
-    lipschitz_iters: int = 1,
-    eval_lipschitz_iters: int = 20,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = False,
 ) -> tuple[nnx.Module, np.ndarray]:
@@ -80,9 +78,6 @@ def fit(
         ema_decay: decay of the moving average of the weights that the returned model
             uses; default 0.99 for ``"nll"`` and 0.999 for ``"bpd"`` (as ``train``); 0 uses
             the last weights.
-        lipschitz_iters: power iterations per step on every Lipschitz layer.
-        eval_lipschitz_iters: power iterations on the returned model's copy of the
-            weights before it is returned (as before an evaluation).
         mesh: a :class:`jax.sharding.Mesh` with a ``"data"`` axis
             (:func:`~flowjax_res.train.sharding.make_mesh`) to shard every batch over its
             devices (data parallelism; ``batch_size`` must divide by the data shards). The
@@ -108,8 +103,6 @@ def fit(
     key = as_typed_key(key)
     steps = check_nonnegative_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
-    check_nonnegative_int("lipschitz_iters", lipschitz_iters)
-    check_nonnegative_int("eval_lipschitz_iters", eval_lipschitz_iters)
     if not callable(getattr(dist, "log_prob", None)):
         raise TypeError(f"dist must be a distribution with a log_prob method, got {type(dist).__name__}")
     k_data, k_init, k_model = jax.random.split(key, 3)
@@ -139,8 +132,7 @@ def fit(
     graphdef, state = create_train_state(model, tx)
     if mesh is not None:
         state = _sh.put_state(state, mesh)
-    step_fn = build_train_step(graphdef, tx, schedule, state, metric=metric, ema_decay=float(ema_decay),
-                               lipschitz_iters=lipschitz_iters, mesh=mesh)
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=metric, ema_decay=float(ema_decay), mesh=mesh)
 
     def put(batch):
         return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, batch_size)
@@ -158,8 +150,7 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    trained = eval_model(graphdef, state, ema_decay=float(ema_decay), lipschitz_iters=eval_lipschitz_iters,
-                         local=mesh is not None)
+    trained = eval_model(graphdef, state, ema_decay=float(ema_decay), local=mesh is not None)
     history = np.asarray(jax.device_get(jnp.stack(losses)), np.float64) if losses else np.zeros((0,))
     return trained, history
 

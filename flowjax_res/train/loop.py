@@ -25,13 +25,14 @@ from flax import nnx
 
 from flowjax_res.train import batches as _b
 from flowjax_res.train import sharding as _sh
-from flowjax_res.train.checkpoint import Checkpointer
-from flowjax_res.train.config import TrainConfig, save_config
+from flowjax_res.train.checkpoint import Checkpointer, CheckpointWriteError
+from flowjax_res.train.config import CONFIG_FILE, RESUMABLE_FIELDS, TrainConfig, config_differences, save_config
 from flowjax_res.train.ema import ema_params
 from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
 from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
 from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
+from flowjax_res.train.safety import DivergenceError, DivergenceMonitor, RunLock, RunWriteError, is_write_error
 from flowjax_res.train.state import TrainState, create_train_state, merge_model, split_model
 from flowjax_res.train.setup import build_train_step, data_dependent_init
 
@@ -84,7 +85,8 @@ _data_dependent_init = data_dependent_init
 
 def restore_state(run_dir: str, cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None,
                   step: int | None = None, mesh: jax.sharding.Mesh | None = None):
-    """Rebuild a run's model and restore its checkpoint at ``step`` (default: latest).
+    """Rebuild a run's model and restore its checkpoint at ``step`` (default: the newest
+    that restores; if newer ones do not, one line on stderr says which and why).
 
     With ``mesh`` the arrays are restored straight onto it (replicated or as
     :func:`~flowjax_res.train.sharding.state_shardings`), whatever number of devices wrote
@@ -92,15 +94,58 @@ def restore_state(run_dir: str, cfg: TrainConfig, data: Data, model_fn: ModelFn 
 
     Returns ``(graphdef, state, tx, schedule, meta)``.
     """
+    graphdef, state, tx, schedule, meta, failed = _restore(run_dir, cfg, data, model_fn, step, mesh)
+    if failed:
+        _warn(f"{_failed_text(failed)}; using checkpoint {int(state.step)}, the newest that does (pass --step "
+              f"to choose another)")
+    return graphdef, state, tx, schedule, meta
+
+
+def _restore(run_dir, cfg, data, model_fn, step, mesh):
+    """:func:`restore_state`, also returning the ``(step, reason)`` of newer checkpoints
+    that did not restore."""
     graphdef, template, tx, schedule = build_state(cfg, data, model_fn, init=False, mesh=mesh)
     ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts, create=False)
     try:
-        state, meta = ckpt.restore(template, step)
+        if step is None:
+            state, meta, failed = ckpt.restore_newest(template)
+        else:
+            (state, meta), failed = ckpt.restore(template, step), []
     finally:
         ckpt.close()
     if mesh is not None:
         state = _sh.put_state(state, mesh)
-    return graphdef, state, tx, schedule, meta
+    return graphdef, state, tx, schedule, meta, failed
+
+
+def _failed_text(failed: list[tuple[int, str]]) -> str:
+    steps = ", ".join(str(s) for s, _ in failed)
+    return f"checkpoint{'s' if len(failed) > 1 else ''} {steps} did not restore ({failed[0][1]})"
+
+
+def _warn(msg: str) -> None:
+    print(f"flowjax-res: warning: {msg}", file=sys.stderr)
+
+
+def check_resume(cfg: TrainConfig, run_dir: str, step: int, meta: dict[str, Any] | None) -> None:
+    """Before anything of a run being resumed is written: ``cfg.steps`` must lie beyond the
+    checkpoint's ``step``, and ``cfg`` must equal the config stored in the checkpoint
+    (``meta["config"]``) except for :data:`~flowjax_res.train.config.RESUMABLE_FIELDS`."""
+    if cfg.steps <= step:
+        raise ValueError(f"steps (= {cfg.steps}) must be greater than the step {step} of the checkpoint being "
+                         f"resumed in {run_dir!r} (pass a larger --steps to train further; nothing was changed)")
+    _check_config(cfg, run_dir, step, meta)
+
+
+def _check_config(cfg: TrainConfig, run_dir: str, step: int, meta: dict[str, Any] | None) -> None:
+    stored = (meta or {}).get("config")
+    if isinstance(stored, dict):
+        diff = config_differences(stored, cfg)
+        if diff:
+            shown = "; ".join(f"{k} = {cur!r} (stored: {old!r})" for k, cur, old in diff[:4])
+            raise ValueError(f"the config to resume {run_dir!r} with ({CONFIG_FILE}) differs from the one stored in "
+                             f"its checkpoint {step}: {shown}; only {', '.join(RESUMABLE_FIELDS)} may change on "
+                             f"resume: restore {CONFIG_FILE} or start a new run (nothing was changed)")
 
 
 def train(
@@ -114,8 +159,8 @@ def train(
     stop_after: int | None = None,
     outputs: bool = True,
 ) -> dict[str, Any]:
-    """Train ``cfg.steps`` steps in ``run_dir`` (or continue from its latest checkpoint
-    with ``resume=True``).
+    """Train ``cfg.steps`` steps in ``run_dir`` (or continue from its newest checkpoint
+    that restores with ``resume=True``).
 
     Writes ``config.json``, ``metrics.jsonl`` (a ``"split": "train"`` line every
     ``log_every`` steps; a ``"split": "test"`` line every ``eval_every`` steps and at the
@@ -124,32 +169,107 @@ def train(
     after that many steps with no final evaluation or checkpoint, as a killed run would
     (for tests). Returns a summary: ``step``, ``skipped`` and the last evaluation.
 
+    Safety (:mod:`flowjax_res.train.safety`): the run holds ``run_dir/.lock`` throughout
+    (:class:`~flowjax_res.train.safety.RunLockedError` if another live run holds it). On
+    resume, before anything is written: ``cfg.steps`` must exceed the checkpoint's step and
+    ``cfg`` must match the config stored in the checkpoint (:func:`check_resume`); newer
+    checkpoints that do not restore are moved to ``checkpoints.corrupt/`` (one line says
+    so). Every step's loss and skip flag go through the divergence rule
+    (``cfg.divergence_skips``, ``cfg.divergence_loss``) before each log line, evaluation and
+    checkpoint: :class:`~flowjax_res.train.safety.DivergenceError` stops the run without
+    saving the diverged state. A failed write (disk full, I/O error) stops it with
+    :class:`~flowjax_res.train.safety.RunWriteError`, saying what was kept.
+
     Devices: :func:`run_mesh` (``cfg.devices``, ``cfg.mesh_shape``); the training lines
     carry ``examples_per_s`` and ``examples_per_s_per_device`` beside ``steps_per_s``.
     """
     os.makedirs(run_dir, exist_ok=True)
     _sh.maybe_initialize_distributed(cfg.distributed or None)
+    lock = RunLock(run_dir).acquire() if jax.process_index() == 0 else None  # one writer per run directory
+    try:
+        return _train(cfg, run_dir, resume=resume, model_fn=model_fn, data=data, progress=progress,
+                      stop_after=stop_after, outputs=outputs)
+    except Exception as e:
+        if is_write_error(e):
+            raise RunWriteError(f"{_write_error_text(e)}; kept: {_kept(run_dir)}; free space and continue with "
+                                f"--resume {run_dir}") from None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_error_text(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError) and e.strerror:
+        where = f" {e.filename!r}" if e.filename else ""
+        return f"could not write{where} ({e.strerror})"
+    return " ".join(str(e).split())
+
+
+def _kept(run_dir: str) -> str:
+    """What a run directory holds: its checkpoints and the last step in metrics.jsonl."""
+    try:
+        ckpt = Checkpointer(run_dir, create=False)
+        try:
+            steps = ckpt.all_steps()
+        finally:
+            ckpt.close()
+    except Exception:  # noqa: BLE001 - describing what is there must not fail
+        steps = []
+    from flowjax_res.train.metrics import read_metrics
+
+    try:
+        last = max((r["step"] for r in read_metrics(run_dir)), default=None)
+    except OSError:
+        last = None
+    ck = f"checkpoints {steps}" if steps else "no checkpoint"
+    return f"{ck}, metrics.jsonl up to step {last if last is not None else 0}, config.json"
+
+
+def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | None, data: Data | None,
+           progress: bool, stop_after: int | None, outputs: bool) -> dict[str, Any]:
     mesh = run_mesh(cfg)
     n_devices = 1 if mesh is None else mesh.devices.size
     data = data or make_data(cfg)
     if resume:
-        graphdef, state, tx, schedule, _ = restore_state(run_dir, cfg, data, model_fn, mesh=mesh)
+        _check_newest_config(cfg, run_dir)  # before a restore that may fail on another model size
+        graphdef, state, tx, schedule, meta, failed = _restore(run_dir, cfg, data, model_fn, None, mesh)
+        check_resume(cfg, run_dir, int(state.step), meta)
         restore_data_state(run_dir, data, int(state.step))
         if jax.process_index() == 0:
+            if failed:
+                moved = _move_aside(run_dir, [s for s, _ in failed])
+                _warn(f"{_failed_text(failed)}; resuming from checkpoint {int(state.step)}, the newest that does "
+                      f"(moved to {', '.join(moved)})")
             truncate_metrics(run_dir, int(state.step))
             save_config(cfg, run_dir)  # steps (or devices) may have changed
     else:
         if jax.process_index() == 0:
             save_config(cfg, run_dir)
         graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
-    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay,
-                               lipschitz_iters=cfg.train_lipschitz_iters, mesh=mesh)
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay, mesh=mesh)
 
     def put(batch):
         return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
 
     ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts)
     writer = MetricsWriter(run_dir) if jax.process_index() == 0 else _NoWriter()  # one writer per run
+    monitor = DivergenceMonitor(cfg.divergence_skips, cfg.divergence_loss)
+    pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step, loss, ok) not yet seen by the monitor
+
+    def check_divergence():
+        """Every step since the last check through the divergence rule (one transfer)."""
+        if not pending:
+            return
+        values = jax.device_get([(loss, ok) for _, loss, ok in pending])
+        for (step, _, _), (loss, ok) in zip(pending, values):
+            reason = monitor.update(step, float(loss), bool(ok))
+            if reason is not None:
+                raise DivergenceError(f"training diverged: {reason}; stopped at step {pending[-1][0]} without saving "
+                                      f"it; kept: {_kept(run_dir)} (lower --lr, or raise --divergence-skips / "
+                                      f"--divergence-loss, 0 = off)")
+        pending.clear()
+
     start = int(state.step)
     bar = _progress(start, cfg.steps, progress and jax.process_index() == 0)
     last_eval: dict[str, Any] = {}
@@ -158,11 +278,18 @@ def train(
         for s in range(start, cfg.steps):
             state, m = step_fn(state, put(data.batches.batch(s)), _b.step_key(cfg.seed, s))
             done = s + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            pending.append((done, m["loss"], m["ok"]))
+            is_log = done % cfg.log_every == 0 or done == cfg.steps
+            is_eval = done % cfg.eval_every == 0 or done == cfg.steps
+            is_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
+            if is_log or is_eval or is_ckpt:
+                check_divergence()
+            if is_log:
                 m = jax.device_get(m)
                 rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
                 line = {"step": done, "split": "train", "loss": float(m["loss"]), data.metric: _train_metric(m, data),
                         "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
+                        "lip_iters": int(m["lip_iters"]), "lip_converged": bool(m["lip_converged"]),
                         "steps_per_s": round(rate, 3), "examples_per_s": round(rate * cfg.batch_size, 2),
                         "examples_per_s_per_device": round(rate * cfg.batch_size / n_devices, 2)}
                 writer.write(line)
@@ -171,10 +298,10 @@ def train(
                 bar.update(done - bar.n)
                 t0, n0 = time.perf_counter(), done
             paused = time.perf_counter()
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if is_eval:
                 last_eval = run_evaluation(cfg, graphdef, state, data, mesh=mesh)
                 writer.write({"step": done, "split": "test", **last_eval})
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            if is_ckpt:
                 ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()},
                           data=data_state(data))
             t0 += time.perf_counter() - paused  # steps/s counts training only
@@ -189,6 +316,28 @@ def train(
         # replicated over 8 simulated CPU devices was seen to stall XLA's CPU runtime
         write_outputs(run_dir, cfg, graphdef, state if mesh is None else _sh.to_local(state), data)
     return {"step": int(state.step), "skipped": int(state.skipped), **last_eval}
+
+
+def _check_newest_config(cfg: TrainConfig, run_dir: str) -> None:
+    """:func:`check_resume`'s config comparison against the newest checkpoint whose record reads."""
+    ckpt = Checkpointer(run_dir, create=False)
+    try:
+        for step in sorted(ckpt.all_steps(), reverse=True):
+            meta = ckpt.read_meta(step)
+            if meta is not None:
+                _check_config(cfg, run_dir, step, meta)
+                return
+    finally:
+        ckpt.close()
+
+
+def _move_aside(run_dir: str, steps: list[int]) -> list[str]:
+    """Move the checkpoints ``steps`` (which did not restore) to ``checkpoints.corrupt/``."""
+    ckpt = Checkpointer(run_dir, create=False)
+    try:
+        return [ckpt.move_aside(s) for s in steps]
+    finally:
+        ckpt.close()
 
 
 def data_state(data: Data) -> dict[str, Any] | None:
@@ -223,13 +372,13 @@ def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, 
     per test example), sharded over ``mesh`` if given."""
     key = jax.random.fold_in(_b.run_key(cfg.seed, _b._EVAL_STREAM), int(state.step))
     return evaluate(graphdef, eval_weights(state, cfg), state.rest, data.test, key, kind=data.metric,
-                    batch_size=cfg.eval_batch_size, lipschitz_iters=cfg.eval_lipschitz_iters, mesh=mesh)
+                    batch_size=cfg.eval_batch_size, mesh=mesh)
 
 
 def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n: int, key: jax.Array) -> np.ndarray:
-    """``n`` samples of the EMA model (after ``eval_lipschitz_iters`` power iterations)."""
+    """``n`` samples of the EMA model (evaluation mode: tightly converged Lipschitz normalisation)."""
     params = eval_weights(state, cfg)
-    rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+    rest = prepare_eval_model(graphdef, params, state.rest)
 
     @jax.jit
     def sample(params, rest, key):
@@ -257,7 +406,7 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
         lim = float(np.ceil(np.percentile(np.abs(data.test), 99.5))) + 0.5
         xx, yy, grid = plots.density_grid(lim)
         params = eval_weights(state, cfg)
-        rest = prepare_eval_model(graphdef, params, state.rest, cfg.eval_lipschitz_iters)
+        rest = prepare_eval_model(graphdef, params, state.rest)
         logp = -per_example(graphdef, params, rest, grid, key, kind="nll", batch_size=cfg.eval_batch_size)
         written.append(plots.plot_density_2d(os.path.join(run_dir, "density.png"), data.test, logp, xx, yy,
                                              samples=samples, title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))

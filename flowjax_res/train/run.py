@@ -80,10 +80,16 @@ ModelFn = Callable[[TrainConfig, Data, nnx.Rngs], nnx.Module]
 
 
 def make_model(cfg: TrainConfig, data: Data, rngs: nnx.Rngs) -> nnx.Module:
-    """``flows.build_model(cfg.model, data.info, cfg.preset, rngs, **overrides)``."""
+    """``flows.build_model(cfg.model, data.info, cfg.preset, rngs, **overrides)``, with the
+    run's power-iteration tolerances set on every Lipschitz layer (the preset's training
+    tolerance unless ``cfg.lipschitz_tol``/``lipschitz_max_iters`` are given)."""
     from flowjax_res.flows.builders import build_model
+    from flowjax_res.layers.lipschitz import configure_lipschitz
 
-    return build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+    model = build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+    configure_lipschitz(model, rtol=cfg.lipschitz_tol, max_iters=cfg.lipschitz_max_iters,
+                        eval_rtol=cfg.eval_lipschitz_tol, eval_max_iters=cfg.eval_lipschitz_max_iters)
+    return model
 
 
 def model_rngs(cfg: TrainConfig) -> nnx.Rngs:
@@ -94,7 +100,13 @@ def model_rngs(cfg: TrainConfig) -> nnx.Rngs:
 def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
     """A fresh directory ``<out>/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
     appended if taken); with ``name``, exactly ``<out>/<name>``, which must not exist or
-    be empty (a run is never overwritten: use resume)."""
+    be empty (a run is never overwritten: use resume). ``cfg.out`` must not itself be a
+    run directory (runs are not nested)."""
+    from flowjax_res.train.config import CONFIG_FILE
+
+    if os.path.isfile(os.path.join(cfg.out, CONFIG_FILE)):
+        raise ValueError(f"out (= {cfg.out!r}) is itself a run directory (it has {CONFIG_FILE}); runs are not nested: "
+                         f"use --resume {cfg.out} to continue it, or another --out")
     if name is not None:
         path = os.path.join(cfg.out, name)
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):

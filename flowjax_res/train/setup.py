@@ -43,29 +43,29 @@ def data_dependent_init(model: nnx.Module, batch: Any, key: jax.Array, mesh: jax
 
 
 def build_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                     state: TrainState, *, metric: str, ema_decay: float, lipschitz_iters: int,
+                     state: TrainState, *, metric: str, ema_decay: float,
                      mesh: jax.sharding.Mesh | None = None):
     """The library's jitted step (:func:`~flowjax_res.train.step.make_train_step`: NaN
-    guard, power iterations, EMA) with the objective of ``metric`` (``"nll"``: mean
+    guard, EMA; every forward pass normalises the Lipschitz layers by converged estimates) with the objective of ``metric`` (``"nll"``: mean
     ``-log p(x)`` in nats; ``"bpd"``: mean bits/dim), sharded on ``mesh`` if given."""
     if metric not in ("nll", "bpd"):
         raise ValueError(f"metric must be 'nll' or 'bpd', got {metric!r}")
     objective = nll_objective if metric == "nll" else bpd_objective
     return make_train_step(graphdef, tx, schedule, objective=objective, ema_decay=ema_decay,
-                           lipschitz_iters=lipschitz_iters, mesh=mesh,
+                           mesh=mesh,
                            state_sharding=None if mesh is None else _sh.state_shardings(state, mesh))
 
 
-def eval_model(graphdef: nnx.GraphDef, state: TrainState, *, ema_decay: float, lipschitz_iters: int,
+def eval_model(graphdef: nnx.GraphDef, state: TrainState, *, ema_decay: float,
                local: bool = False) -> nnx.Module:
     """The trained model as the library evaluates it: the bias-corrected EMA weights,
-    ``lipschitz_iters`` more power iterations on the Lipschitz layers, ``model.eval()``
+    the Lipschitz layers' power iterations converged on them (evaluation tolerance), ``model.eval()``
     (residual blocks switch to their accurate log-det estimator). A new object; the
     state is not modified. ``local``: copy a state that lives on a mesh to the default
     device first (a model for notebook use, not sharded)."""
     state = _sh.to_local(state) if local else state
     params = ema_params(state.ema, ema_decay, state.params)
-    rest = prepare_eval_model(graphdef, params, state.rest, lipschitz_iters)
+    rest = prepare_eval_model(graphdef, params, state.rest)
     model = merge_model(graphdef, params, rest)
     set_eval_mode(model)
     return model

@@ -1,5 +1,12 @@
 """The jitted training step: loss and gradients, a guard against non-finite values,
-the optimiser update, power iteration on every Lipschitz layer, and the EMA.
+the optimiser update and the EMA.
+
+The Lipschitz constraint needs nothing here: every Lipschitz layer normalises its weight
+in the forward pass by a power-iteration estimate converged on that weight
+(:mod:`flowjax_res.layers.lipschitz`), and the converged vectors come back in the
+model's state as warm starts for the next step. The step reports the largest number of
+power iterations any layer needed (``lip_iters``) and whether all converged
+(``lip_converged``).
 
 The step is a pure function of ``(state, batch, key)``; all randomness comes from
 ``key`` (derived from ``(seed, step)`` by the loop). Inside the step every example gets
@@ -50,12 +57,10 @@ def bpd_objective(model: nnx.Module, batch: jax.Array, key: jax.Array) -> jax.Ar
     return jnp.mean(model.bits_per_dim(batch, key=key))
 
 
-def _lipschitz_updater() -> Callable[[nnx.Module, int], None]:
-    try:
-        from flowjax_res.layers.lipschitz import update_lipschitz
-    except ImportError:  # no Lipschitz layers in this checkout: nothing to update
-        return lambda model, n: None
-    return update_lipschitz
+def _power_filter():
+    from flowjax_res.layers.variables import PowerIterState, PowerIterStats
+
+    return (PowerIterState, PowerIterStats)
 
 
 def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, mesh: Any) -> Callable:
@@ -65,8 +70,10 @@ def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, m
     per-device mean losses and gradients are averaged with one ``pmean`` (equal slices, so
     this is the mean over the global batch).
 
-    The model's own state changes during the pass (none once ActNorm is initialised) are
-    not kept: data-dependent initialisation runs before training, on the global batch.
+    Of the model's own state changes during the pass, only the power-iteration state
+    (vectors and counts; computed from the replicated weights alone, so the same on every
+    device) is kept and returned as a third output: data-dependent initialisation (ActNorm)
+    runs before training, on the global batch.
     """
     from jax.sharding import PartitionSpec as P
 
@@ -74,10 +81,19 @@ def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, m
         with batch_split_over(DATA_AXIS):
             model = merge_model(graphdef, params, rest)
             loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys))(model)
-        return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(grads, DATA_AXIS)
+        power = nnx.state(model, _power_filter())
+        return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(grads, DATA_AXIS), power
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)), out_specs=(P(), P()),
-                         check_vma=False)
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
+                         out_specs=(P(), P(), P()), check_vma=False)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (integer and bool leaves,
+    e.g. counters and ActNorm flags, always are)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def _tree_select(pred: jax.Array, new: Any, old: Any) -> Any:
@@ -91,7 +107,7 @@ def make_train_step(
     *,
     objective: Objective = nll_objective,
     ema_decay: float = 0.999,
-    lipschitz_iters: int = 1,
+    lipschitz_iters: int = 0,
     jit: bool = True,
     mesh: Any = None,
     state_sharding: Any = None,
@@ -99,15 +115,19 @@ def make_train_step(
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``step(state, batch, key) -> (state, metrics)``.
 
-    Steps: ``loss, grads = value_and_grad(objective)`` w.r.t. ``nnx.Param`` only;
-    ``ok = isfinite(loss) & isfinite(|grads|)``; the optimiser update; ``lipschitz_iters``
-    power iterations on every Lipschitz layer (``update_lipschitz``; Behrmann et al. 2019,
-    Sec. 3, one iteration per step with warm-started vectors); the EMA update. When
-    ``ok`` is false the parameters, the rest of the model state, the optimiser state and
-    the EMA are left exactly as they were and ``skipped`` is incremented.
+    Steps: ``loss, grads = value_and_grad(objective)`` w.r.t. ``nnx.Param`` only (the
+    forward pass normalises every Lipschitz layer by a converged power-iteration estimate
+    and stores the vectors); ``ok = isfinite(loss) & isfinite(|grads|)``; the optimiser
+    update; optionally ``lipschitz_iters`` more power iterations on every Lipschitz layer
+    (``update_lipschitz``; not needed for the bound, default 0); the EMA update; then
+    ``ok &=`` every new parameter, model state, optimiser state and EMA array is finite.
+    When ``ok`` is false the parameters, the rest of the model state, the optimiser state
+    and the EMA are left exactly as they were and ``skipped`` is incremented.
 
     ``metrics``: ``loss``, ``grad_norm`` (before clipping), ``lr`` (of this update),
-    ``ok`` (bool) and ``skipped`` (running count); with ``return_grads`` also ``grads``
+    ``ok`` (bool), ``skipped`` (running count), ``lip_iters`` (the most power iterations
+    a Lipschitz layer ran in this step's forward pass) and ``lip_converged`` (all reached
+    their tolerance); with ``return_grads`` also ``grads``
     (the raw gradients, a tree like ``state.params``; for tests and debugging).
 
     ``key`` is the step's key (shape ``()``); the objective receives the per-example keys
@@ -121,7 +141,8 @@ def make_train_step(
     :func:`~flowjax_res.train.sharding.put_batch`); losses and gradients equal those of
     one device to float32 rounding.
     """
-    update_lipschitz = _lipschitz_updater()
+    from flowjax_res.layers.lipschitz import power_iteration_stats, update_lipschitz
+
     use_shard_map = mesh is not None and model_shards(mesh) == 1  # parameters replicated
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
@@ -130,9 +151,12 @@ def make_train_step(
         if mesh is not None:
             keys = jax.lax.with_sharding_constraint(keys, batch_sharding(mesh))
         if use_shard_map:
-            loss, grads = data_parallel_value_and_grad(graphdef, objective, mesh)(state.params, state.rest, batch, keys)
+            loss, grads, power = data_parallel_value_and_grad(graphdef, objective, mesh)(
+                state.params, state.rest, batch, keys)
+            nnx.update(model, power)
         else:
             loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys))(model)
+        lip = power_iteration_stats(model)
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         # Zero the gradients of a bad step so that the (discarded) update stays finite.
@@ -144,6 +168,9 @@ def make_train_step(
             update_lipschitz(model, lipschitz_iters)
         _, params, rest = split_model(model)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay > 0 else state.ema
+        # A finite loss and gradient can still give a non-finite update (a huge learning rate
+        # or weight decay): the step is only applied if everything it produces is finite.
+        ok = ok & _all_finite((params, rest, opt_state, ema))
         lr = schedule(state.step - state.skipped)
         new = TrainState(
             step=state.step + 1,
@@ -153,7 +180,8 @@ def make_train_step(
             ema=_tree_select(ok, ema, state.ema),
             skipped=state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype),
         )
-        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), "ok": ok, "skipped": new.skipped}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), "ok": ok,
+                   "skipped": new.skipped, "lip_iters": lip["max_iters"], "lip_converged": lip["all_converged"]}
         if return_grads:
             metrics["grads"] = grads
         return new, metrics

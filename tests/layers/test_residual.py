@@ -49,7 +49,8 @@ def test_dense_roundtrip_with_info(dense_block, method):
     x_back, info = block.inverse_with_info(y)
     assert bool(jnp.all(info["converged"]))
     assert float(jnp.max(jnp.abs(x_back - x))) <= 1e-5
-    np.testing.assert_allclose(np.asarray(block.inverse(y)), np.asarray(x_back))
+    # The forward pass stored converged vectors; a second normalisation differs by rounding.
+    np.testing.assert_allclose(np.asarray(block.inverse(y)), np.asarray(x_back), rtol=1e-5, atol=1e-6)
 
 
 def test_conv_roundtrip_and_exact_logdet(conv_block):
@@ -143,12 +144,18 @@ def test_eval_mode_switches_estimator():
     assert big.eval_logdet.estimator == "roulette" and big.eval_logdet.n_exact_terms == 20
 
 
-def test_forward_is_pure_and_update_lipschitz_runs(dense_block):
+def test_forward_changes_only_power_state_and_update_lipschitz_runs(dense_block):
+    from flowjax_res.layers.variables import PowerIterState, PowerIterStats
+
     block = nnx.clone(dense_block)
+    before = jax.tree_util.tree_map(np.asarray, nnx.state(block, nnx.Not((PowerIterState, PowerIterStats))))
+    block.forward(_x((2, 3)))
+    after = jax.tree_util.tree_map(np.asarray, nnx.state(block, nnx.Not((PowerIterState, PowerIterStats))))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+    block.eval()  # evaluation mode stores nothing
     before = jax.tree_util.tree_map(np.asarray, nnx.state(block))
     block.forward(_x((2, 3)))
-    after = jax.tree_util.tree_map(np.asarray, nnx.state(block))
-    jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.tree_util.tree_map(np.asarray, nnx.state(block)))
     diag = update_lipschitz(block, 2)
     assert len(diag) == 3
 

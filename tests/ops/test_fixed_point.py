@@ -64,14 +64,18 @@ def test_anderson_uses_fewer_evaluations():
 
 
 def test_per_example_convergence_is_independent():
-    # Converged examples stop changing, so a batch solve equals per-example solves.
+    # Converged examples stop changing, so a batch solve equals per-example solves up to
+    # float32 rounding: XLA may pick other kernels for batch 1 and batch 6 (a 9e-7
+    # difference was seen on an AVX2 EPYC), which the contraction amplifies by at most
+    # 1 / (1 - c) = 10; the solves' own error bound is atol / (1 - c) = 1e-5. A rounding
+    # difference may move the iteration at which the residual crosses atol by one.
     p, x, y = _problem(0.9, jnp.float32)
-    xb, info = fixed_point_inverse(_g, p, y, atol=1e-6, max_iters=500)
+    xb, info = fixed_point_inverse(_g, p, y, method="picard", atol=1e-6, max_iters=500)
     assert len(set(np.asarray(info["iterations"]).tolist())) > 1
     for i in range(y.shape[0]):
-        xi, info_i = fixed_point_inverse(_g, p, y[i : i + 1], atol=1e-6, max_iters=500)
-        np.testing.assert_array_equal(np.asarray(xi[0]), np.asarray(xb[i]))
-        assert int(info_i["iterations"][0]) == int(info["iterations"][i])
+        xi, info_i = fixed_point_inverse(_g, p, y[i : i + 1], method="picard", atol=1e-6, max_iters=500)
+        np.testing.assert_allclose(np.asarray(xi[0]), np.asarray(xb[i]), rtol=0, atol=1e-5)
+        assert abs(int(info_i["iterations"][0]) - int(info["iterations"][i])) <= 1
 
 
 def test_trailing_image_shape():
@@ -111,6 +115,36 @@ def test_implicit_gradient_matches_finite_differences(method):
         np.testing.assert_allclose(float(an_p), float(fd_p), rtol=1e-6, atol=1e-8)
 
 
+def test_defaults_reach_1e6_at_c098():
+    # Anderson (the default) in float32; Picard's default budget in float64 (~530 iterations).
+    p, x, y = _problem(0.98, jnp.float32)
+    x_hat, info = fixed_point_inverse(_g, p, y)
+    assert bool(jnp.all(info["converged"])) and float(jnp.max(info["residual"])) <= 1e-6
+    with jax.enable_x64(True):
+        p, x, y = _problem(0.98, jnp.float64)
+        _, info = fixed_point_inverse(_g, p, y, method="picard")
+        assert bool(jnp.all(info["converged"])) and int(info["n_evals"]) > 100
+
+
+@pytest.mark.parametrize("method", ["picard", "anderson"])
+def test_adjoint_solve_reports_its_convergence(method):
+    p, x, y = _problem(0.9, jnp.float32)
+
+    def loss(p, y, probe, max_iters):
+        x, _ = fixed_point_inverse(_g, p, y, method=method, max_iters=max_iters, adjoint_probe=probe)
+        return jnp.sum(x ** 2)
+
+    probe = jnp.zeros((y.shape[0], 3))
+    diag = jax.grad(loss, argnums=2)(p, y, probe, 300)
+    assert bool(jnp.all(diag[:, 2] == 1.0)) and bool(jnp.all(diag[:, 1] <= 1e-6)) and bool(jnp.all(diag[:, 0] >= 1))
+    diag = jax.grad(loss, argnums=2)(p, y, probe, 2)  # too few iterations for the adjoint too
+    assert bool(jnp.all(diag[:, 2] == 0.0)) and bool(jnp.all(diag[:, 0] == 2)) and bool(jnp.all(diag[:, 1] > 1e-6))
+    # The probe changes nothing else.
+    g_with = jax.grad(loss)(p, y, probe, 300)
+    g_without = jax.grad(lambda p, y: jnp.sum(fixed_point_inverse(_g, p, y, method=method, max_iters=300)[0] ** 2))(p, y)
+    jax.tree.map(np.testing.assert_array_equal, g_with, g_without)
+
+
 def test_non_convergence_is_reported():
     p, _, y = _problem(0.98, jnp.float32)
     x, info = fixed_point_inverse(_g, p, y, atol=1e-6, max_iters=2)
@@ -147,3 +181,13 @@ def test_bad_arguments_raise(kwargs, err):
     p, _, y = _problem(0.9, jnp.float32)
     with pytest.raises(err):
         fixed_point_inverse(_g, p, y, **kwargs)
+
+
+@pytest.mark.parametrize("bad_g", [lambda p, x: 0.5 * jnp.tanh(x[:, :1]),  # broadcasts against x
+                                   lambda p, x: 0.5 * jnp.tanh(x)[None],  # an extra axis
+                                   lambda p, x: (x, x)])  # not an array
+def test_g_of_wrong_shape_raises(bad_g):
+    """A g whose output is not of x's shape is refused (it used to broadcast and report
+    converged=True for the fixed point of another map)."""
+    with pytest.raises(ValueError, match=r"g\(params, x\) must return an array of x's shape \(4, 3\)"):
+        fixed_point_inverse(bad_g, None, jnp.ones((4, 3)))

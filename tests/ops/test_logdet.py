@@ -244,3 +244,12 @@ def test_bad_inputs_raise():
         residual_logdet(dense_g, params, jnp.ones((2, 3)), None)
     with pytest.raises(TypeError, match="g must"):
         residual_logdet("g", params, jnp.ones((2, 3)), jax.random.key(0))
+
+
+@pytest.mark.parametrize("estimator", ["exact", "series", "roulette"])
+def test_g_of_wrong_shape_raises(estimator):
+    """Refused with a message naming g and both shapes (it used to fail inside JAX with a
+    reshape error, or not at all)."""
+    bad_g = lambda p, x: 0.5 * jnp.tanh(x[:, :1])  # noqa: E731
+    with pytest.raises(ValueError, match=r"g\(params, x\) must return an array of x's shape \(2, 3\), got shape \(2, 1\)"):
+        residual_logdet(bad_g, None, jnp.ones((2, 3)), jax.random.key(0), estimator=estimator)

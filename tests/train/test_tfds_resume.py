@@ -67,7 +67,7 @@ def test_resume_from_local_tfds_sees_the_same_batches(tmp_path, digits_tfds, mod
     # 96 images, batch 16: 6 steps an epoch, so the run crosses into a second epoch.
     cfg = TrainConfig(dataset="digits", model="resflow" if model == "diag_gaussian" else model, preset="tiny",
                       steps=8, batch_size=16, log_every=1, eval_every=4, ckpt_every=3, warmup=1, eval_batch_size=32,
-                      eval_lipschitz_iters=2, seed=1)
+                      seed=1)
     model_fn = tiny_model_fn if model == "diag_gaussian" else None
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     f_data = _data(cfg, digits_tfds)

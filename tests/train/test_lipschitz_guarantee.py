@@ -1,0 +1,153 @@
+"""The Lipschitz bound measured on the trained object, after every optimiser step.
+
+The quantity checked is the true largest singular value (float64 SVD) of the operator
+each Lipschitz layer applies: its scaled dense kernel, or the explicit matrix of its
+scaled convolution on its input shape. It must stay below ``c (1 + 1e-3)`` whatever the
+optimiser did, with no Lipschitz call in the loop. The ``"one_iteration"`` variant (one
+warm-started power iteration per forward pass, the library's former behaviour) is
+expected to break the bound: that shows the check can fail.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from flowjax_res.data.toy import sample_toy
+from flowjax_res.flows.builders import dense_residual_flow, residual_flow
+from flowjax_res.layers.lipschitz import LipschitzLayer
+from flowjax_res.train.state import create_train_state, merge_model
+from flowjax_res.train.step import bpd_objective, make_train_step
+
+SLACK = 1e-3  # the bound's relative tolerance (the power iteration's default rtol)
+
+
+def _layers(model):
+    """``(path, layer)`` of every Lipschitz layer; units of a stack as separate copies."""
+    out = []
+    for path, node in nnx.iter_graph(model):
+        if hasattr(node, "stack_size") and hasattr(node, "unit_at"):
+            for i in range(node.stack_size):
+                unit = node.unit_at(i)
+                out += [((*path, i, *p), n) for p, n in nnx.iter_graph(unit) if isinstance(n, LipschitzLayer)]
+    stacked = {tuple(p) for p, n in nnx.iter_graph(model) if hasattr(n, "stack_size")}
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, LipschitzLayer) and not any(tuple(path[: len(s)]) == s for s in stacked):
+            out.append((tuple(path), node))
+    return out
+
+
+def applied_operators(model) -> list[tuple[str, np.ndarray, float]]:
+    """``(path, matrix, c)``: the explicit operator each Lipschitz layer applies now."""
+    return [("/".join(map(str, p)), layer._operator_matrix(layer.scaled_kernel()), layer.coeff)
+            for p, layer in _layers(model)]
+
+
+def worst_ratio(model) -> tuple[float, str]:
+    """``max_layers sigma_true(applied operator) / c`` and the worst layer's path."""
+    ratios = [(float(np.linalg.svd(np.asarray(m, np.float64), compute_uv=False)[0]) / c, path)
+              for path, m, c in applied_operators(model)]
+    return max(ratios)
+
+
+def state_checker(graphdef):
+    """``check(params, rest) -> (worst ratio, path)``: :func:`worst_ratio` of the merged
+    model, with the operators built by one jitted function."""
+    paths, coeffs = [], []
+
+    @jax.jit
+    def operators(params, rest):
+        ops = applied_operators(merge_model(graphdef, params, rest))
+        paths[:], coeffs[:] = [p for p, _, _ in ops], [c for _, _, c in ops]
+        return [m for _, m, _ in ops]
+
+    def check(params, rest):
+        mats = operators(params, rest)
+        return max((float(np.linalg.svd(np.asarray(m, np.float64), compute_uv=False)[0]) / c, p)
+                   for p, m, c in zip(paths, mats, coeffs))
+
+    return check
+
+
+def _train_and_check(model, batches, objective, *, lr: float, steps: int):
+    tx = optax.adam(lr)
+    graphdef, state = create_train_state(model, tx)
+    step = make_train_step(graphdef, tx, lambda n: lr, objective=objective, ema_decay=0.0)
+    check = state_checker(graphdef)
+    worst, iters = 0.0, []
+    for s in range(steps):
+        state, m = step(state, batches(s), jax.random.fold_in(jax.random.key(1), s))
+        assert bool(m["ok"]), f"step {s} was skipped"
+        iters.append(int(m["lip_iters"]))
+        ratio, path = check(state.params, state.rest)
+        worst = max(worst, ratio)
+    return worst, iters
+
+
+def _toy_batches(name):
+    return lambda s: sample_toy(name, jax.random.fold_in(jax.random.key(0), s), 128)
+
+
+@pytest.mark.parametrize("mode", ["converged", pytest.param("one_iteration", marks=pytest.mark.slow)])
+def test_dense_flow_bound_after_every_step(mode):
+    # The former behaviour: one warm-started vector, one iteration per forward pass.
+    old = dict(lipschitz_vectors=1, lipschitz_max_iters=1) if mode == "one_iteration" else {}
+    model = dense_residual_flow(2, n_blocks=3, hidden=(64, 64), scan=False, rngs=nnx.Rngs(0), **old)
+    model.log_prob(sample_toy("moons", jax.random.key(9), 256), key=jax.random.key(2))  # ActNorm init
+    worst, iters = _train_and_check(model, _toy_batches("moons"), lambda m, x, k: -jnp.mean(m.log_prob(x, key=k)),
+                                    lr=1e-2, steps=200)
+    if mode == "converged":
+        assert worst <= 1 + SLACK, f"true spectral norm reached {worst:.5f} c"
+        assert max(iters) < 100  # warm starts converge well inside the bound on iterations
+    else:
+        assert worst > 1 + SLACK, f"the former behaviour stayed within the bound ({worst:.5f} c): the check is weak"
+
+
+@pytest.mark.slow
+def test_stacked_dense_flow_bound_after_every_step():
+    model = dense_residual_flow(2, n_blocks=3, hidden=(32, 32), scan=True, rngs=nnx.Rngs(3))
+    model.log_prob(sample_toy("8gaussians", jax.random.key(9), 256), key=jax.random.key(2))
+    worst, _ = _train_and_check(model, _toy_batches("8gaussians"), lambda m, x, k: -jnp.mean(m.log_prob(x, key=k)),
+                                lr=1e-2, steps=60)
+    assert worst <= 1 + SLACK
+
+
+def test_plain_nnx_optimizer_loop_keeps_the_bound():
+    """A user's own loop: nnx.Optimizer + optax, no Lipschitz call anywhere."""
+    model = dense_residual_flow(2, n_blocks=3, hidden=(32, 32), scan=False, rngs=nnx.Rngs(5))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, key):
+        loss, grads = nnx.value_and_grad(lambda m: -jnp.mean(m.log_prob(x, key=key)))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    worst = 0.0
+    for s in range(80):
+        x = sample_toy("moons", jax.random.fold_in(jax.random.key(0), s), 128)
+        loss = train_step(model, optimizer, x, jax.random.fold_in(jax.random.key(1), s))
+        assert np.isfinite(float(loss))
+        worst = max(worst, worst_ratio(model)[0])
+    assert worst <= 1 + SLACK
+    # The forward passes wrote their converged vectors back through nnx.jit / nnx.grad.
+    counts = [int(layer.power_iters[...]) for _, layer in _layers(model)]
+    assert all(c >= 1 for c in counts)
+
+
+@pytest.mark.slow
+def test_conv_flow_bound_after_every_step():
+    model = residual_flow((8, 8, 1), preset="tiny", n_levels=17, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 17, size=(64, 8, 8, 1)).astype(np.uint8)
+    model.bits_per_dim(jnp.asarray(data[:32]), key=jax.random.key(2))
+
+    def batches(s):
+        return jnp.asarray(data[(s * 16) % 64:(s * 16) % 64 + 16])
+
+    worst, _ = _train_and_check(model, batches, bpd_objective, lr=1e-2, steps=200)
+    assert worst <= 1 + SLACK
