@@ -115,6 +115,7 @@ class MultiScale(Bijector):
                 if not (callable(getattr(s, "forward", None)) and callable(getattr(s, "inverse", None))):
                     raise TypeError(f"split_layers[{i}] must be a bijector with forward/inverse, got {type(s).__name__}")
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.event_shape = self.input_shape  # the per-example shape, as a Flow declares it
         self.factor_out = bool(factor_out)
         self.initial_squeeze = bool(initial_squeeze)
         self.stage_shapes = multiscale_shapes(

@@ -453,8 +453,7 @@ class LipschitzConv(LipschitzLayer):
       padding: ``"SAME"``, ``"VALID"`` or two ``(low, high)`` pairs.
       strides: an int or a pair.
       norm: ``"fourier"`` (default) or ``"operator"``, see above.
-      n_power_iters, n_vectors, rtol, max_iters, eval_rtol, eval_max_iters, use_bias,
-      init_max_iters, init_rtol, kernel_init, bias_init, rngs: as in
+      n_power_iters, n_vectors, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, rngs: as in
         :class:`LipschitzDense`.
     """
 

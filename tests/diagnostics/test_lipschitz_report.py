@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from flowjax_res.cli import main
@@ -58,6 +59,7 @@ def test_forced_violation_is_reported():
     np.testing.assert_allclose(applied, float(b["bound"]), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_digits_tiny_checkpoints_and_ema_hold_the_bound(tmp_path, capsys):
     argv = ["train", "--dataset", "digits", "--preset", "tiny", "--steps", "30", "--batch-size", "32", "--lr", "1e-2",
             "--warmup", "0", "--ckpt-every", "15", "--eval-every", "30", "--keep-ckpts", "5", "--out", str(tmp_path),

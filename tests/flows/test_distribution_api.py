@@ -45,11 +45,14 @@ def test_batch_shapes_and_one_example(toy):
 
 
 def test_sample_shapes(toy):
+    # Repeated calls agree to float32 rounding, not bitwise: a training-mode pass stores its
+    # converged power-iteration vectors, and the next normalisation starts from them.
     k = jax.random.key(2)
     assert toy.sample(k, 5).shape == (5, 2)
     assert toy.sample(k, (2, 3)).shape == (2, 3, 2)
     assert toy.sample(k).shape == (2,)
-    np.testing.assert_array_equal(np.asarray(toy.sample(k, (2, 3))).reshape(6, 2), np.asarray(toy.sample(k, 6)))
+    np.testing.assert_allclose(np.asarray(toy.sample(k, (2, 3))).reshape(6, 2), np.asarray(toy.sample(k, 6)),
+                               rtol=RTOL, atol=ATOL)
     for bad in (0, (2, 0), (2.0,), True):
         with pytest.raises((ValueError, TypeError), match="sample_shape"):
             toy.sample(k, bad)
@@ -60,9 +63,10 @@ def test_legacy_keys_give_the_numbers_of_their_typed_keys(toy):
     legacy = jax.random.PRNGKey(7)
     typed = jax.random.wrap_key_data(legacy)
     lp_legacy, lp_typed = toy.log_prob(x, key=legacy), toy.log_prob(x, key=typed)
-    np.testing.assert_array_equal(np.asarray(lp_legacy), np.asarray(lp_typed))
+    np.testing.assert_allclose(np.asarray(lp_legacy), np.asarray(lp_typed), rtol=RTOL, atol=ATOL)
     assert not np.allclose(np.asarray(lp_typed), np.asarray(toy.log_prob(x, key=jax.random.key(8))))  # stochastic
-    np.testing.assert_array_equal(np.asarray(toy.sample(legacy, 3)), np.asarray(toy.sample(typed, 3)))
+    np.testing.assert_allclose(np.asarray(toy.sample(legacy, 3)), np.asarray(toy.sample(typed, 3)),
+                               rtol=RTOL, atol=ATOL)
     # dequantisation noise of integer images
     pre = fr.FlowDistribution(fr.Flow([fr.Dequantize(17), fr.Scale(17)], event_shape=(8, 8, 1)), fr.StandardNormal((8, 8, 1)))
     img = jnp.asarray(fr.load_digits("test")[:2])
