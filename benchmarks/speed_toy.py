@@ -25,6 +25,12 @@ median step time of each and the ratio. Our FLOPs per step come from XLA's cost
 analysis of the compiled step.
 
     python benchmarks/speed_toy.py [--rounds 3] [--steps 20] [--batch-chunks 2] [--no-scan] [--devices N]
+                                   [--cli-steps 40]
+
+One graph: our step is what ``flowjax-res train`` builds (``flowjax_res.train.loop.prepare_run``
+on a :class:`TrainConfig`: the ``--preset`` of the config's name with the peer's settings
+as ``--set`` options), and the table sets beside it the step time that the command line
+itself reports for the same options (``steps_per_s`` in ``metrics.jsonl``; ``--cli-steps``).
 
 Ours is timed twice per configuration: on one device (XLA's CPU backend runs these
 500x128-by-128x128 products on one core) and data-parallel over ``--devices`` CPU devices
@@ -65,12 +71,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from flowjax_res.flows.builders import dense_residual_flow  # noqa: E402
-from flowjax_res.train import sharding as sh  # noqa: E402
 from flowjax_res.train.config import TrainConfig  # noqa: E402
-from flowjax_res.train.optim import make_optimizer  # noqa: E402
-from flowjax_res.train.state import create_train_state  # noqa: E402
-from flowjax_res.train.step import make_train_step  # noqa: E402
+from flowjax_res.train.loop import prepare_run  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 PEER_PY = HERE / ".venv-peers" / "bin" / "python"
@@ -85,32 +87,60 @@ CONFIGS = {
 }
 
 
-def build_ours(n_blocks, hidden, batch, seed=0, *, scan=True, batch_chunks=1, devices=1):
-    # ``scan``: the identical blocks run as one ResidualStack (lax.scan, one compiled
-    # block); ``batch_chunks``: each block processes the batch in that many chunks side by
-    # side (independent matmuls the CPU runs concurrently). Neither changes the estimator.
-    logdet = dict(estimator="roulette", dist="geometric", p=0.5, n_exact_terms=N_EXACT_MATCHED,
-                  gradient="neumann_bif", n_probes=1, batch_chunks=batch_chunks)
-    model = dense_residual_flow(
-        2, n_blocks=n_blocks, hidden=hidden, activation="lipswish", coeff=0.98, actnorm=False,
-        rngs=nnx.Rngs(seed), logdet=logdet, scan=scan,
-    )
-    cfg = TrainConfig(lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0)
-    tx, schedule = make_optimizer(cfg)
-    graphdef, state = create_train_state(model, tx)
-    if devices > 1:  # data parallel over a "data" mesh axis, as `flowjax-res train --devices N`
-        mesh = sh.make_mesh(devices)
-        state = sh.put_state(state, mesh)
-        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, jit=False, mesh=mesh)
-        step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, mesh=mesh)
-        step.put = lambda x: sh.put_batch(x, mesh)
-    else:
-        raw_step = make_train_step(graphdef, tx, schedule, ema_decay=0.0, jit=False)
-        step = jax.jit(raw_step, donate_argnums=0)
-        step.put = lambda x: x
-    step.raw = raw_step
+def train_config(name, *, batch_chunks=1, devices=1, scan=True, seed=0):
+    """The run configuration of benchmark config ``name``: the ``--preset`` of the same name
+    on 8gaussians with the peer's settings (no ActNorm, the matched roulette, Adam without
+    clipping or warm-up, no EMA) as ``flowjax-res train`` options; ``batch_chunks``: each
+    block processes the batch in that many chunks side by side (independent matmuls the
+    CPU runs concurrently); neither it nor ``scan`` changes the estimator."""
+    c = CONFIGS[name]
+    args = dict(actnorm=False, batch_chunks=batch_chunks, scan=scan, n_blocks=c["n_blocks"], hidden=list(c["hidden"]))
+    return TrainConfig(dataset="8gaussians", preset=name, batch_size=c["batch"], n_exact_terms=N_EXACT_MATCHED,
+                       lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0, seed=seed,
+                       devices=devices, model_args=args)
+
+
+def cli_args(cfg):
+    """The ``flowjax-res train`` command line of ``cfg`` (the fields this benchmark sets)."""
+    args = ["--dataset", cfg.dataset, "--preset", cfg.preset, "--batch-size", str(cfg.batch_size),
+            "--n-exact-terms", str(cfg.n_exact_terms), "--lr", str(cfg.lr), "--warmup", "0", "--grad-clip", "0",
+            "--ema-decay", "0", "--devices", str(cfg.devices)]
+    for k, v in cfg.model_args.items():
+        args += ["--set", f"{k}={json.dumps(v, separators=(',', ':'))}"]
+    return args
+
+
+def build_ours(name, *, batch_chunks=1, devices=1, scan=True):
+    """The step ``flowjax-res train`` runs for :func:`train_config` (``prepare_run``: the
+    same model builder, data, data-dependent init, optimiser and jitted step)."""
+    cfg = train_config(name, batch_chunks=batch_chunks, devices=devices, scan=scan)
+    graphdef, state, step, put, _ = prepare_run(cfg)
+    step.put = put
     step.graphdef = graphdef
+    step.cfg = cfg
     return step, state
+
+
+def time_cli(cfg, n_steps, log_every=10):
+    """Median step time that ``flowjax-res train`` itself reports (``steps_per_s`` of its
+    metrics lines after the first, which includes compilation) for ``cfg``."""
+    import shutil
+    import tempfile
+
+    out = tempfile.mkdtemp(prefix="speed_toy_cli_")
+    try:
+        cmd = [sys.executable, "-m", "flowjax_res.cli", "train", *cli_args(cfg), "--steps", str(n_steps + log_every),
+               "--log-every", str(log_every), "--eval-every", str(10 ** 6), "--ckpt-every", str(10 ** 6),
+               "--out", out, "--name", "run", "--no-progress"]
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        wall = time.perf_counter() - t0
+        lines = [json.loads(x) for x in open(os.path.join(out, "run", "metrics.jsonl"))]
+        rates = [x["steps_per_s"] for x in lines if x.get("split") == "train"][1:]
+        return 1.0 / statistics.median(rates), wall
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def time_power_iteration(step, state, n=20):
@@ -155,7 +185,7 @@ def flops_of(step, state, batch):
     scanned model this is about one block (with one roulette term), so the GFLOP/s
     figure uses :func:`matmul_flops` instead; recorded for reference."""
     x = jnp.zeros((batch, 2))
-    compiled = jax.jit(step.raw).lower(state, x, jax.random.key(0)).compile()
+    compiled = step.lower(state, step.put(x), jax.random.key(0)).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0]
@@ -190,6 +220,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "speed_toy.json"))
     ap.add_argument("--batch-chunks", type=int, default=2,
                     help="chunks of the batch each block processes side by side (default 2: one per core here)")
+    ap.add_argument("--cli-steps", type=int, default=40,
+                    help="steps of the `flowjax-res train` run whose reported step time is set beside ours (0: skip)")
     ap.add_argument("--no-scan", action="store_true", help="unrolled blocks (slow to compile: ~9.5 min for paper)")
     ap.add_argument("--devices", type=int, default=len(os.sched_getaffinity(0)),
                     help="CPU devices of our data-parallel run (default: one per core)")
@@ -202,14 +234,14 @@ def main() -> None:
     for name in args.configs.split(","):
         c = CONFIGS[name]
         kw = dict(scan=not args.no_scan, batch_chunks=args.batch_chunks)
-        step1, state1 = build_ours(c["n_blocks"], c["hidden"], c["batch"], **kw)
+        step1, state1 = build_ours(name, **kw)
         t0 = time.perf_counter()
         state1, _ = time_ours(step1, state1, c["batch"], 1, warmup=0)
         compile_s = time.perf_counter() - t0
         xla_flops = flops_of(step1, state1, c["batch"])
         stepn, staten = step1, state1
         if args.devices > 1:
-            stepn, staten = build_ours(c["n_blocks"], c["hidden"], c["batch"], devices=args.devices, **kw)
+            stepn, staten = build_ours(name, devices=args.devices, **kw)
             staten, _ = time_ours(stepn, staten, c["batch"], 1, warmup=0)
         ours1, ours, peer = [], [], []
         peer_info = {}
@@ -221,6 +253,7 @@ def main() -> None:
             ours += t
             peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
             peer += peer_info["step_s"]
+        cli_s, cli_wall = (time_cli(stepn.cfg, args.cli_steps) if args.cli_steps else (float("nan"), float("nan")))
         n_params = sum(x.size for x in jax.tree.leaves(state1.params))
         pi_s, pi_iters = time_power_iteration(step1, state1)
         row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
@@ -229,7 +262,9 @@ def main() -> None:
                    ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
                    peer=f"normflows {peer_info.get('torch')}", peer_threads=args.threads, scan=not args.no_scan,
                    batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops,
-                   pi_ms=1e3 * pi_s, pi_max_iters=pi_iters)
+                   pi_ms=1e3 * pi_s, pi_max_iters=pi_iters, cli_ms=1e3 * cli_s, cli_wall_s=cli_wall,
+                   cli=" ".join(["flowjax-res", "train", *cli_args(stepn.cfg)]))
+        row["cli_over_ours"] = row["cli_ms"] / row["ours_ms"]
         row["pi_frac"] = row["pi_ms"] / row["ours_1dev_ms"]
         row["speedup"] = row["peer_ms"] / row["ours_ms"]
         row["speedup_1dev"] = row["peer_ms"] / row["ours_1dev_ms"]
@@ -242,15 +277,17 @@ def main() -> None:
 
     lines = ["| config | blocks | layers | batch | ours, 1 device (ms/step) | ours, data-parallel (ms/step) "
              "| normflows (ms/step) | speed-up 1 device | speed-up data-parallel | speed-up, best of ours "
-             "| ours GFLOP/s (matmul) | first step incl. compile (s) | power iteration (ms, share of 1-device step) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ours GFLOP/s (matmul) | first step incl. compile (s) | power iteration (ms, share of 1-device step) "
+             "| `flowjax-res train` (ms/step, its steps_per_s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['n_blocks']} | {'-'.join(map(str, [2, *r['hidden'], 2]))} | {r['batch']} "
                      f"| {r['ours_1dev_ms']:.2f} | {r['ours_ms']:.2f} ({r['devices']} dev) "
                      f"| {r['peer_ms']:.2f} ({r['peer_threads']} thr) | {r['speedup_1dev']:.2f}x | {r['speedup']:.2f}x "
                      f"| **{r['speedup_best']:.2f}x** "
                      f"| {r['ours_gflops']:.0f} | {r['compile_s']:.1f} "
-                     f"| {r['pi_ms']:.2f} ({100 * r['pi_frac']:.1f}%, <= {r['pi_max_iters']} it.) |")
+                     f"| {r['pi_ms']:.2f} ({100 * r['pi_frac']:.1f}%, <= {r['pi_max_iters']} it.) "
+                     f"| {r['cli_ms']:.2f} ({r['cli_over_ours']:.2f}x data-parallel) |")
     print("\n".join(lines))
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),

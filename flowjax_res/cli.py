@@ -34,7 +34,7 @@ _TRAIN_FIELDS = (
     "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
     "permutation", "decomposition", "coupling", "out",
-    "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss",
+    "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss", "model_args",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
 # the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerance (relative, on the estimated error) of the power iteration every training forward "
                         "pass converges before normalising a Lipschitz layer (default 1e-3)")
     g.add_argument("--lipschitz-max-iters", type=int, help="bound on those power iterations (default 100)")
+    g.add_argument("--set", dest="model_args", action="append", type=_model_arg, metavar="FIELD=VALUE",
+                   help="any other field of the model's config, repeatable; VALUE is read as JSON when it parses "
+                        "(e.g. --set n_blocks=4 --set actnorm=false --set hidden=[64,64] --set batch_chunks=2), "
+                        "else as a string")
     g = t.add_argument_group("Glow (--model glow, image data only)")
     g.add_argument("--permutation", help="reverse, shuffle, 1x1 (Glow's default), emerging (emerging conv + 1x1) or periodic")
     g.add_argument("--decomposition", help="of the 1x1 convolutions: none (default), plu or qr")
@@ -152,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model_arg(text: str) -> tuple[str, object]:
+    import json
+
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be FIELD=VALUE with a config field name, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def _devices_arg(text: str) -> int:
     if text.strip().lower() == "all":
         return 0
@@ -209,6 +226,8 @@ def _cmd_train(args) -> int:
     from flowjax_res.train.run import make_data, new_run_dir
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
+    if "model_args" in given:
+        given["model_args"] = dict(given["model_args"])
     maybe_initialize_distributed(args.distributed)  # before any other JAX call
     if args.resume is not None:
         bad = sorted(set(given) - set(_RESUMABLE))

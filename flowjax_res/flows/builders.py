@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flax import nnx
@@ -66,17 +66,24 @@ PRESET_NAMES = ("tiny", "small", "paper")
 
 
 # The flat estimator fields of the configs below, passed to LogDetConfig under the same names.
-_LOGDET_FIELDS = ("estimator", "n_terms", "dist", "p", "lam", "n_exact_terms", "probe", "n_probes", "gradient")
+_LOGDET_FIELDS = ("estimator", "n_terms", "dist", "p", "lam", "n_exact_terms", "probe", "n_probes", "gradient",
+                  "batch_chunks")
 
 
 @dataclasses.dataclass(frozen=True)
 class _BlockFields:
     """Residual-block settings shared by image and dense flows.
 
-    ``estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient`` make
-    the training :class:`LogDetConfig` (unless ``logdet`` is given whole);
+    ``estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient,
+    batch_chunks`` make the training :class:`LogDetConfig` (unless ``logdet`` is given
+    whole; ``batch_chunks`` changes only how the batch is processed, not the numbers);
     ``eval_logdet`` (``None``: the block's accurate default) is used in ``model.eval()``
-    mode; ``inverse`` sets the fixed-point solver.
+    mode; ``inverse`` sets the fixed-point solver. ``scan`` (default) holds each run of
+    identical ``[ResidualBlock, ActNorm]`` units as one
+    :class:`~flowjax_res.flows.stacked.ResidualStack` (stacked parameters, one
+    ``lax.scan``: the unit is compiled once, whatever the number of blocks); ``False``
+    builds the unrolled chain of the same units (same parameters, same numbers up to the
+    keys each unit receives), which compiles every block separately.
     """
 
     activation: str = "lipswish"
@@ -95,9 +102,11 @@ class _BlockFields:
     probe: str = "gaussian"
     n_probes: int = 1
     gradient: str = "neumann_bif"
+    batch_chunks: int = 1
     logdet: LogDetConfig | dict | None = None
     eval_logdet: LogDetConfig | dict | None = None
     inverse: InverseConfig | dict | None = None
+    scan: bool = True
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -109,8 +118,9 @@ class _BlockFields:
         if self.n_power_iters > self.lipschitz_max_iters:
             raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= lipschitz_max_iters "
                              f"({self.lipschitz_max_iters})")
-        if not isinstance(self.actnorm, bool):
-            raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
+        for name in ("actnorm", "scan"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self.logdet_config()  # validates the estimator fields
 
     def logdet_config(self) -> LogDetConfig:
@@ -252,49 +262,48 @@ def _image_shape(input_shape) -> tuple[int, int, int]:
     return tuple(check_positive_int("input_shape", s) for s in shape)
 
 
-def _dense_stack(
-    dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs, *, scan: bool = False
-) -> list:
-    """``[ActNorm] + [ResidualBlock.dense, ActNorm] x n_blocks`` (ActNorms if ``cfg.actnorm``);
-    with ``scan`` the repeated part is one :class:`ResidualStack` of the identical units
-    (the same parameters, drawn in the same order from ``rngs``)."""
-
-    def block():
-        return ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs())
+def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields) -> list:
+    """``[ActNorm] + [block, ActNorm] x n`` (the ActNorms if ``cfg.actnorm``); with
+    ``cfg.scan`` the ``n`` repeated units are one :class:`ResidualStack` (the same
+    parameters, drawn in the same order by ``make_block``)."""
 
     def unit():
-        return Flow([block(), ActNorm(dim)]) if cfg.actnorm else block()
+        return Flow([make_block(), ActNorm(channels)]) if cfg.actnorm else make_block()
 
-    layers: list = [ActNorm(dim)] if cfg.actnorm else []
-    if scan:
-        layers.append(ResidualStack.build(n_blocks, unit))
+    layers: list = [ActNorm(channels)] if cfg.actnorm else []
+    if cfg.scan:
+        layers.append(ResidualStack.build(n, unit))
         return layers
-    for _ in range(n_blocks):
-        layers.append(block())
+    for _ in range(n):
+        layers.append(make_block())
         if cfg.actnorm:
-            layers.append(ActNorm(dim))
+            layers.append(ActNorm(channels))
     return layers
+
+
+def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs) -> list:
+    """The dense residual blocks of a flow on ``dim``-vectors (see :func:`_units`)."""
+    return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs()), dim, cfg)
 
 
 def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
     """A :class:`FlowDistribution` for integer images of ``input_shape`` from ``cfg``.
 
     ``dist.flow`` is ``Flow([Dequantize, Scale, (Logit), MultiScale])``; the base is a
-    standard normal on the flat latent of size ``prod(input_shape)``.
+    standard normal on the flat latent of size ``prod(input_shape)``. Each scale's
+    ``[ResidualBlock, ActNorm] x n_blocks`` (and the dense tail's) is one scanned
+    :class:`ResidualStack` unless ``cfg.scan`` is ``False``.
     """
     shape = _image_shape(input_shape)
     stage_shapes = multiscale_shapes(shape, cfg.n_scales, factor_out=cfg.factor_out,
                                      initial_squeeze=cfg.initial_squeeze)
     stages = []
     for s in stage_shapes:
-        c = s[-1]
-        layers: list = [ActNorm(c)] if cfg.actnorm else []
-        for _ in range(cfg.n_blocks):
-            layers.append(ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, conv_norm=cfg.conv_norm, rngs=rngs,
-                                             **cfg.block_kwargs()))
-            if cfg.actnorm:
-                layers.append(ActNorm(c))
-        stages.append(Flow(layers))
+        def block(s=s):
+            return ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, conv_norm=cfg.conv_norm, rngs=rngs,
+                                      **cfg.block_kwargs())
+
+        stages.append(Flow(_units(cfg.n_blocks, block, s[-1], cfg)))
     tail = None
     if cfg.n_fc_blocks:
         tail = Flow(_dense_stack(math.prod(stage_shapes[-1]), cfg.n_fc_blocks, cfg.fc_hidden, cfg, rngs))
@@ -330,13 +339,12 @@ def iresnet(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs
     return build_image_flow(input_shape, image_flow_config("iresnet", preset, **overrides), rngs=rngs)
 
 
-def build_dense_flow(dim: int, cfg: DenseFlowConfig, *, rngs: nnx.Rngs, scan: bool = False) -> FlowDistribution:
-    """A :class:`FlowDistribution` on ``(batch, dim)`` vectors from ``cfg``; ``scan`` runs
-    the identical blocks as one :class:`~flowjax_res.flows.stacked.ResidualStack`."""
+def build_dense_flow(dim: int, cfg: DenseFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
+    """A :class:`FlowDistribution` on ``(batch, dim)`` vectors from ``cfg``; with
+    ``cfg.scan`` (default) the identical blocks run as one
+    :class:`~flowjax_res.flows.stacked.ResidualStack`."""
     dim = check_positive_int("dim", dim)
-    if not isinstance(scan, bool):
-        raise TypeError(f"scan must be a bool, got {scan!r}")
-    flow = Flow(_dense_stack(dim, cfg.n_blocks, cfg.hidden, cfg, rngs, scan=scan), event_shape=(dim,))
+    flow = Flow(_dense_stack(dim, cfg.n_blocks, cfg.hidden, cfg, rngs), event_shape=(dim,))
     base = StandardNormal(dim) if cfg.base == "normal" else DiagonalGaussian(dim)
     return FlowDistribution(flow, base)
 
@@ -350,7 +358,7 @@ def dense_residual_flow(
     coeff: float = 0.98,
     actnorm: bool = True,
     base: str = "normal",
-    scan: bool | None = None,
+    scan: bool = True,
     rngs: nnx.Rngs,
     **overrides,
 ) -> FlowDistribution:
@@ -371,9 +379,9 @@ def dense_residual_flow(
     rngs = as_rngs(rngs)
     cfg = dense_flow_config(
         "resflow", "small", n_blocks=n_blocks, hidden=tuple(hidden), activation=activation, coeff=coeff,
-        actnorm=actnorm, base=base, **overrides,
+        actnorm=actnorm, base=base, scan=scan, **overrides,
     )
-    return build_dense_flow(dim, cfg, rngs=rngs, scan=True if scan is None else scan)
+    return build_dense_flow(dim, cfg, rngs=rngs)
 
 
 def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:

@@ -187,7 +187,8 @@ class LipschitzLayer(nnx.Module):
         self.prescaled = False
         kernel = self.kernel[...]
         u, v = init_power_blocks(key, self.n_vectors, u_shape, v_shape, kernel.dtype)
-        u, v = _converge(self._operator, kernel, u, v, rtol=init_rtol, max_iters=init_max_iters)
+        if getattr(self, "norm_method", None) != "fourier":  # the Fourier bound uses no vectors
+            u, v = _converge(self._operator, kernel, u, v, rtol=init_rtol, max_iters=init_max_iters)
         self.u = PowerIterState(u)
         self.v = PowerIterState(v)
         self.power_iters = PowerIterStats(jnp.zeros((), jnp.int32))

@@ -83,6 +83,10 @@ class TrainConfig:
       out: parent directory of run directories.
       divergence_skips: stop the run (an error; the last checkpoint is kept) after this
         many consecutive skipped steps (non-finite loss, gradients or update); 0 = never.
+      model_args: further builder fields (any field of the model's config, e.g.
+        ``{"n_blocks": 4, "actnorm": False, "batch_chunks": 2}``; CLI ``--set KEY=VALUE``),
+        applied after the named overrides above; unknown names are an error when the
+        model is built.
       divergence_loss: stop the run likewise when a step's training loss exceeds the
         median of the previous (up to 100) finite losses of applied steps by more than
         this, in the objective's units (nats or bits/dim), and by more than the median's
@@ -129,6 +133,7 @@ class TrainConfig:
     data_dir: str | None = None
     divergence_skips: int = 20
     divergence_loss: float = 100.0
+    model_args: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -198,12 +203,17 @@ class TrainConfig:
                                  f"{self.mesh_shape} (= {math.prod(self.mesh_shape)}) when both are given")
         if not isinstance(self.distributed, bool):
             raise TypeError(f"distributed must be a bool, got {self.distributed!r}")
+        if self.model_args is not None:
+            if not isinstance(self.model_args, dict) or not all(isinstance(k, str) and k for k in self.model_args):
+                raise TypeError(f"model_args must be a dict of builder field names to values, got {self.model_args!r}")
+            clash = sorted(set(self.model_args) & set(_NAMED_OVERRIDES))
+            if clash:
+                raise ValueError(f"model_args must not repeat the named override(s) {clash}; set those fields directly")
 
     def model_overrides(self) -> dict[str, Any]:
         """The estimator / Lipschitz settings that were set, as builder keyword arguments."""
-        names = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition",
-                 "coupling")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        named = {n: getattr(self, n) for n in _NAMED_OVERRIDES if getattr(self, n) is not None}
+        return {**named, **(self.model_args or {})}
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""
@@ -270,6 +280,10 @@ def _check_unit(name: str, value, *, allow_zero: bool) -> float:
 CONFIG_FILE = "config.json"
 
 # Fields that may change when a run is resumed (none alters the trajectory).
+# TrainConfig fields passed to the model builder under the same name when set.
+_NAMED_OVERRIDES = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition",
+                    "coupling")
+
 RESUMABLE_FIELDS = ("steps", "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips",
                     "divergence_loss")
 

@@ -79,6 +79,31 @@ def build_state(cfg: TrainConfig, data: Data, model_fn: ModelFn | None = None, *
     return graphdef, state, tx, schedule
 
 
+def run_step(cfg: TrainConfig, data: Data, graphdef: nnx.GraphDef, tx, schedule, state: TrainState,
+             mesh: jax.sharding.Mesh | None = None):
+    """``(step_fn, put)``: the jitted training step of a run (the objective of
+    ``data.metric``, the run's EMA, sharded on ``mesh``) and the function that places a
+    host batch for it. What ``flowjax-res train`` runs; benchmarks time this same step."""
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay, mesh=mesh)
+
+    def put(batch):
+        return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
+
+    return step_fn, put
+
+
+def prepare_run(cfg: TrainConfig, data: Data | None = None, model_fn: ModelFn | None = None):
+    """Everything ``flowjax-res train`` builds before its first step, for a fresh run:
+    ``(graphdef, state, step_fn, put, mesh)`` (:func:`run_mesh`, :func:`build_state`,
+    :func:`run_step`). Benchmarks and experiments that time or profile training call this,
+    so that they measure the graph the command line runs."""
+    mesh = run_mesh(cfg)
+    data = data or make_data(cfg)
+    graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
+    step_fn, put = run_step(cfg, data, graphdef, tx, schedule, state, mesh)
+    return graphdef, state, step_fn, put, mesh
+
+
 # The data-dependent initialisation and the step are shared with ``fit`` (train/setup.py).
 _data_dependent_init = data_dependent_init
 
@@ -247,10 +272,7 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
         if jax.process_index() == 0:
             save_config(cfg, run_dir)
         graphdef, state, tx, schedule = build_state(cfg, data, model_fn, mesh=mesh)
-    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay, mesh=mesh)
-
-    def put(batch):
-        return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
+    step_fn, put = run_step(cfg, data, graphdef, tx, schedule, state, mesh)
 
     ckpt = Checkpointer(run_dir, keep=cfg.keep_ckpts)
     writer = MetricsWriter(run_dir) if jax.process_index() == 0 else _NoWriter()  # one writer per run
