@@ -58,6 +58,7 @@ from flowjax_res.flows.builders import _image_shape
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
+from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.flows.preprocess import Dequantize, Scale
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.conv1x1 import InvConv1x1
@@ -107,6 +108,10 @@ class GlowConfig:
         learn_top: learned per-position Gaussian prior at the top (Glow's learntop).
         glow_split: factor out one channel half of the level's output (Glow) rather
             than half of the squeezed channels (MultiScale's default).
+        scan: hold each level's ``K`` identical steps as one
+            :class:`~flowjax_res.flows.stacked.ResidualStack` run by a ``lax.scan`` (one
+            step compiled per level, whatever ``K``); ``False``: the unrolled chain of
+            the same steps.
     """
 
     n_levels: int = 256
@@ -120,6 +125,7 @@ class GlowConfig:
     split_prior: bool = True
     learn_top: bool = True
     glow_split: bool = True
+    scan: bool = True
 
     def __post_init__(self):
         check_positive_int("n_levels", self.n_levels)
@@ -132,7 +138,7 @@ class GlowConfig:
         check_positive_int("kernel_size", self.kernel_size)
         if self.permutation == "emerging" and self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for permutation='emerging', got {self.kernel_size!r}")
-        for name in ("split_prior", "learn_top", "glow_split"):
+        for name in ("split_prior", "learn_top", "glow_split", "scan"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -196,11 +202,14 @@ def glow_multiscale(input_shape: Sequence[int], cfg: GlowConfig, *, rngs: nnx.Rn
     stages = []
     for i, s in enumerate(stage_shapes):
         c = s[-1]
-        layers: list = []
-        for _ in range(cfg.n_steps):
-            layers.append(ActNorm(c))
-            layers.extend(_permutation(cfg, s, rngs))
-            layers.append(coupling_cls(c, cfg.hidden_channels, rngs=rngs))
+
+        def step(s=s, c=c):
+            return [ActNorm(c), *_permutation(cfg, s, rngs), coupling_cls(c, cfg.hidden_channels, rngs=rngs)]
+
+        if cfg.scan:
+            layers: list = [ResidualStack.build(cfg.n_steps, lambda step=step: Flow(step()))]
+        else:
+            layers = [layer for _ in range(cfg.n_steps) for layer in step()]
         if i == len(stage_shapes) - 1 and cfg.learn_top:
             layers.append(LearnedPrior(s, per_position=True))
         stages.append(Flow(layers))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flowjax_res.protocol import Bijector
@@ -148,7 +149,8 @@ class ResidualStack(Bijector):
         forward is then pure and nothing is written back (so that plain JAX transforms
         such as ``jax.jacfwd`` can run it)."""
         flags = jax.tree.leaves(nnx.state(self.unit, InitFlag))
-        return all(not isinstance(f, jax.core.Tracer) and bool(jnp.all(f)) for f in flags)
+        # numpy, not jnp: inside a jit trace jnp.all of a concrete array is itself a tracer
+        return all(not isinstance(f, jax.core.Tracer) and bool(np.all(np.asarray(f))) for f in flags)
 
     # -- Bijector protocol -------------------------------------------------------
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:

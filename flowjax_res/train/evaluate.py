@@ -45,6 +45,11 @@ def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
     """Converge every Lipschitz layer's power iteration on ``params`` to its evaluation
     tolerance, on a copy; returns the copy's new rest state (a warm start for the
     evaluation forward passes, which converge their own estimates in any case)."""
+    return _prep_fn(graphdef)(params, rest)
+
+
+@functools.lru_cache(maxsize=16)
+def _prep_fn(graphdef: nnx.GraphDef):
     from flowjax_res.layers.lipschitz import update_lipschitz
 
     @jax.jit
@@ -54,7 +59,7 @@ def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
         update_lipschitz(model)
         return split_model(model)[2]
 
-    return prep(params, rest)
+    return prep
 
 
 def per_example(
@@ -77,28 +82,19 @@ def per_example(
     ``mesh``: shard each batch on the mesh's ``"data"`` axis (``batch_size`` is rounded up
     to a multiple of the data shards; ``params``/``rest`` are replicated onto the mesh).
     """
-    metric = per_example_metric(kind)
+    per_example_metric(kind)  # validates kind
     data = np.asarray(data)
     n = len(data)
     if n == 0:
         raise ValueError("data must hold at least one example, got 0")
     bs = min(batch_size, n)
-    shardings = {}
     if mesh is not None:
         from flowjax_res.train import sharding as _sh
 
         shards = _sh.data_shards(mesh)
         bs = -(-bs // shards) * shards
         params, rest = jax.device_put((params, rest), _sh.replicated(mesh))
-        shardings = {"in_shardings": (_sh.replicated(mesh), _sh.replicated(mesh), _sh.batch_sharding(mesh),
-                                      _sh.replicated(mesh), _sh.replicated(mesh)),
-                     "out_shardings": _sh.replicated(mesh)}  # every host reads all values
-
-    @functools.partial(jax.jit, **shardings)
-    def values(params, rest, x, k, offset):
-        model = merge_model(graphdef, params, rest)
-        set_eval_mode(model)
-        return metric(model, x, per_example_keys(k, x.shape[0], offset))
+    values = _values_fn(graphdef, kind, mesh)
 
     out = []
     for start in range(0, n, bs):
@@ -110,6 +106,28 @@ def per_example(
         v = values(params, rest, x, key, jnp.asarray(start, jnp.uint32))
         out.append(np.asarray(jax.device_get(v))[:m])
     return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _values_fn(graphdef: nnx.GraphDef, kind: str, mesh: Any):
+    """The jitted per-example metric of ``graphdef`` in evaluation mode, one per
+    (model, metric, mesh): repeated evaluations during a run compile once."""
+    metric = per_example_metric(kind)
+    shardings = {}
+    if mesh is not None:
+        from flowjax_res.train import sharding as _sh
+
+        rep = _sh.replicated(mesh)
+        shardings = {"in_shardings": (rep, rep, _sh.batch_sharding(mesh), rep, rep),
+                     "out_shardings": rep}  # every host reads all values
+
+    @functools.partial(jax.jit, **shardings)
+    def values(params, rest, x, k, offset):
+        model = merge_model(graphdef, params, rest)
+        set_eval_mode(model)
+        return metric(model, x, per_example_keys(k, x.shape[0], offset))
+
+    return values
 
 
 def evaluate(

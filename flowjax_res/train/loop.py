@@ -13,6 +13,7 @@ float32 rounding, and a checkpoint can be resumed on another number of devices.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -401,6 +402,13 @@ def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n:
     """``n`` samples of the EMA model (evaluation mode: tightly converged Lipschitz normalisation)."""
     params = eval_weights(state, cfg)
     rest = prepare_eval_model(graphdef, params, state.rest)
+    return np.asarray(_sampler(graphdef, int(n))(params, rest, key))
+
+
+@functools.lru_cache(maxsize=8)
+def _sampler(graphdef: nnx.GraphDef, n: int):
+    """The jitted ``n``-sample draw of ``graphdef`` in evaluation mode (compiled once per
+    model and ``n``)."""
 
     @jax.jit
     def sample(params, rest, key):
@@ -410,7 +418,7 @@ def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n:
         set_eval_mode(model)
         return model.sample(key, n)
 
-    return np.asarray(sample(params, rest, key))
+    return sample
 
 
 def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
