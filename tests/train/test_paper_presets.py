@@ -1,0 +1,52 @@
+"""Every paper preset builds, compiles and runs two training steps through the graph the
+command line runs (``prepare_run``), on random data of its shape (issue 17). Slow: the
+compile times are reported by ``benchmarks/compile_presets.py`` (benchmarks/README.md),
+not asserted here."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from flowjax_res.data.registry import dataset_info
+from flowjax_res.train.config import TrainConfig
+from flowjax_res.train.loop import prepare_run
+from flowjax_res.train.run import Data
+
+CASES = [("resflow", "mnist5k"), ("resflow", "cifar10"), ("iresnet", "mnist5k"), ("iresnet", "cifar10"),
+         ("glow", "mnist5k"), ("glow", "cifar10"), ("resflow", "8gaussians"), ("iresnet", "8gaussians")]
+
+
+class _Random:
+    def __init__(self, info, n):
+        self.info, self.n = info, n
+
+    def batch(self, step):
+        rng = np.random.default_rng(step)
+        if self.info.kind == "toy":
+            return rng.normal(size=(self.n, *self.info.shape)).astype(np.float32)
+        return rng.integers(0, self.info.n_levels, (self.n, *self.info.shape), dtype=np.uint8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,dataset", CASES)
+def test_paper_preset_compiles_and_trains_two_steps(model, dataset, record_property):
+    info = dataset_info(dataset)
+    batches = _Random(info, 2)
+    data = Data("toy" if info.kind == "toy" else "image", tuple(info.shape), batches, batches.batch(99), info,
+                info.n_levels)
+    cfg = TrainConfig(dataset=dataset, model=model, preset="paper", batch_size=2, warmup=0)
+    _, state, step, put, _ = prepare_run(cfg, data)
+    losses, times = [], []
+    for s in range(2):
+        t0 = time.perf_counter()
+        state, m = step(state, put(batches.batch(s)), jax.random.key(s))
+        losses.append(float(m["loss"]))
+        times.append(time.perf_counter() - t0)
+    record_property("first_step_s", times[0])
+    print(f"{model}/{dataset} paper: first step (compile) {times[0]:.1f} s, second {times[1]:.2f} s")
+    assert np.all(np.isfinite(losses)), losses
+    assert int(state.step) == 2 and int(state.skipped) == 0
