@@ -78,12 +78,19 @@ class _BlockFields:
     batch_chunks`` make the training :class:`LogDetConfig` (unless ``logdet`` is given
     whole; ``batch_chunks`` changes only how the batch is processed, not the numbers);
     ``eval_logdet`` (``None``: the block's accurate default) is used in ``model.eval()``
-    mode; ``inverse`` sets the fixed-point solver. ``scan`` (default) holds each run of
+    mode; ``inverse`` sets the fixed-point solver. ``scan=True`` holds each run of
     identical ``[ResidualBlock, ActNorm]`` units as one
     :class:`~flowjax_res.flows.stacked.ResidualStack` (stacked parameters, one
     ``lax.scan``: the unit is compiled once, whatever the number of blocks); ``False``
     builds the unrolled chain of the same units (same parameters, same numbers up to the
-    keys each unit receives), which compiles every block separately.
+    keys each unit receives), which compiles every block separately; ``None`` (default):
+    dense flows always scan, image flows scan runs of more than
+    :data:`SCAN_MIN_BLOCKS` convolutional blocks. Measured on XLA's CPU backend
+    (benchmarks/README.md, issue 17): the gradient of a convolution inside a loop body is
+    several times slower than the same convolution unrolled (a small image preset's step
+    7.9 s scanned, 3.7-5.0 s unrolled, equal compile times), while dense blocks are faster
+    scanned; long stacks are scanned for their compile time (the paper presets' 16 blocks
+    per scale).
     """
 
     activation: str = "lipswish"
@@ -106,7 +113,7 @@ class _BlockFields:
     logdet: LogDetConfig | dict | None = None
     eval_logdet: LogDetConfig | dict | None = None
     inverse: InverseConfig | dict | None = None
-    scan: bool = True
+    scan: bool | None = None
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -118,9 +125,10 @@ class _BlockFields:
         if self.n_power_iters > self.lipschitz_max_iters:
             raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= lipschitz_max_iters "
                              f"({self.lipschitz_max_iters})")
-        for name in ("actnorm", "scan"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.actnorm, bool):
+            raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
+        if self.scan is not None and not isinstance(self.scan, bool):
+            raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
         self.logdet_config()  # validates the estimator fields
 
     def logdet_config(self) -> LogDetConfig:
@@ -262,16 +270,22 @@ def _image_shape(input_shape) -> tuple[int, int, int]:
     return tuple(check_positive_int("input_shape", s) for s in shape)
 
 
-def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields) -> list:
+#: Image flows scan a run of identical convolutional blocks when it is longer than this
+#: (``scan=None``); see :class:`_BlockFields`.
+SCAN_MIN_BLOCKS = 4
+
+
+def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields, *,
+           scan: bool = True) -> list:
     """``[ActNorm] + [block, ActNorm] x n`` (the ActNorms if ``cfg.actnorm``); with
-    ``cfg.scan`` the ``n`` repeated units are one :class:`ResidualStack` (the same
+    ``scan`` the ``n`` repeated units are one :class:`ResidualStack` (the same
     parameters, drawn in the same order by ``make_block``)."""
 
     def unit():
         return Flow([make_block(), ActNorm(channels)]) if cfg.actnorm else make_block()
 
     layers: list = [ActNorm(channels)] if cfg.actnorm else []
-    if cfg.scan:
+    if scan:
         layers.append(ResidualStack.build(n, unit))
         return layers
     for _ in range(n):
@@ -283,7 +297,8 @@ def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _Bl
 
 def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs) -> list:
     """The dense residual blocks of a flow on ``dim``-vectors (see :func:`_units`)."""
-    return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs()), dim, cfg)
+    return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs()), dim, cfg,
+                  scan=cfg.scan is not False)
 
 
 def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
@@ -291,8 +306,9 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
 
     ``dist.flow`` is ``Flow([Dequantize, Scale, (Logit), MultiScale])``; the base is a
     standard normal on the flat latent of size ``prod(input_shape)``. Each scale's
-    ``[ResidualBlock, ActNorm] x n_blocks`` (and the dense tail's) is one scanned
-    :class:`ResidualStack` unless ``cfg.scan`` is ``False``.
+    ``[ResidualBlock, ActNorm] x n_blocks`` is one scanned :class:`ResidualStack` when
+    ``cfg.scan`` is ``True``, or ``None`` and ``n_blocks > SCAN_MIN_BLOCKS``; the dense
+    tail's unless ``cfg.scan`` is ``False``.
     """
     shape = _image_shape(input_shape)
     stage_shapes = multiscale_shapes(shape, cfg.n_scales, factor_out=cfg.factor_out,
@@ -303,7 +319,8 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
             return ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, conv_norm=cfg.conv_norm, rngs=rngs,
                                       **cfg.block_kwargs())
 
-        stages.append(Flow(_units(cfg.n_blocks, block, s[-1], cfg)))
+        scan = cfg.n_blocks > SCAN_MIN_BLOCKS if cfg.scan is None else cfg.scan
+        stages.append(Flow(_units(cfg.n_blocks, block, s[-1], cfg, scan=scan)))
     tail = None
     if cfg.n_fc_blocks:
         tail = Flow(_dense_stack(math.prod(stage_shapes[-1]), cfg.n_fc_blocks, cfg.fc_hidden, cfg, rngs))
@@ -341,7 +358,7 @@ def iresnet(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs
 
 def build_dense_flow(dim: int, cfg: DenseFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
     """A :class:`FlowDistribution` on ``(batch, dim)`` vectors from ``cfg``; with
-    ``cfg.scan`` (default) the identical blocks run as one
+    ``cfg.scan`` (``True`` or ``None``, the default) the identical blocks run as one
     :class:`~flowjax_res.flows.stacked.ResidualStack`."""
     dim = check_positive_int("dim", dim)
     flow = Flow(_dense_stack(dim, cfg.n_blocks, cfg.hidden, cfg, rngs), event_shape=(dim,))

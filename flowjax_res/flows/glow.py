@@ -54,7 +54,7 @@ import jax
 from flax import nnx
 
 from flowjax_res._checks import as_rngs, check_choice, check_positive_int
-from flowjax_res.flows.builders import _image_shape
+from flowjax_res.flows.builders import SCAN_MIN_BLOCKS, _image_shape
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
@@ -108,10 +108,12 @@ class GlowConfig:
         learn_top: learned per-position Gaussian prior at the top (Glow's learntop).
         glow_split: factor out one channel half of the level's output (Glow) rather
             than half of the squeezed channels (MultiScale's default).
-        scan: hold each level's ``K`` identical steps as one
+        scan: ``True``: hold each level's ``K`` identical steps as one
             :class:`~flowjax_res.flows.stacked.ResidualStack` run by a ``lax.scan`` (one
             step compiled per level, whatever ``K``); ``False``: the unrolled chain of
-            the same steps.
+            the same steps; ``None`` (default): scan when ``K`` exceeds
+            :data:`~flowjax_res.flows.builders.SCAN_MIN_BLOCKS` (convolutions in a loop
+            body are slower on XLA's CPU backend; see the builders).
     """
 
     n_levels: int = 256
@@ -125,7 +127,7 @@ class GlowConfig:
     split_prior: bool = True
     learn_top: bool = True
     glow_split: bool = True
-    scan: bool = True
+    scan: bool | None = None
 
     def __post_init__(self):
         check_positive_int("n_levels", self.n_levels)
@@ -138,7 +140,9 @@ class GlowConfig:
         check_positive_int("kernel_size", self.kernel_size)
         if self.permutation == "emerging" and self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for permutation='emerging', got {self.kernel_size!r}")
-        for name in ("split_prior", "learn_top", "glow_split", "scan"):
+        if self.scan is not None and not isinstance(self.scan, bool):
+            raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
+        for name in ("split_prior", "learn_top", "glow_split"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -206,7 +210,7 @@ def glow_multiscale(input_shape: Sequence[int], cfg: GlowConfig, *, rngs: nnx.Rn
         def step(s=s, c=c):
             return [ActNorm(c), *_permutation(cfg, s, rngs), coupling_cls(c, cfg.hidden_channels, rngs=rngs)]
 
-        if cfg.scan:
+        if cfg.n_steps > SCAN_MIN_BLOCKS if cfg.scan is None else cfg.scan:
             layers: list = [ResidualStack.build(cfg.n_steps, lambda step=step: Flow(step()))]
         else:
             layers = [layer for _ in range(cfg.n_steps) for layer in step()]

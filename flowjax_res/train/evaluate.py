@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from flowjax_res.ops.keys import per_example_keys
+from flowjax_res.train.jit_cache import cached_by_graphdef
 from flowjax_res.train.state import merge_model, split_model
 
 
@@ -48,7 +49,7 @@ def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
     return _prep_fn(graphdef)(params, rest)
 
 
-@functools.lru_cache(maxsize=16)
+@cached_by_graphdef()
 def _prep_fn(graphdef: nnx.GraphDef):
     from flowjax_res.layers.lipschitz import update_lipschitz
 
@@ -108,7 +109,7 @@ def per_example(
     return np.concatenate(out)
 
 
-@functools.lru_cache(maxsize=16)
+@cached_by_graphdef()
 def _values_fn(graphdef: nnx.GraphDef, kind: str, mesh: Any):
     """The jitted per-example metric of ``graphdef`` in evaluation mode, one per
     (model, metric, mesh): repeated evaluations during a run compile once."""

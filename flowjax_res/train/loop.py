@@ -13,7 +13,6 @@ float32 rounding, and a checkpoint can be resumed on another number of devices.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from flowjax_res.train import sharding as _sh
 from flowjax_res.train.checkpoint import Checkpointer, CheckpointWriteError
 from flowjax_res.train.config import CONFIG_FILE, RESUMABLE_FIELDS, TrainConfig, config_differences, save_config
 from flowjax_res.train.ema import ema_params
+from flowjax_res.train.jit_cache import cached_by_graphdef
 from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
 from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
@@ -405,7 +405,7 @@ def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n:
     return np.asarray(_sampler(graphdef, int(n))(params, rest, key))
 
 
-@functools.lru_cache(maxsize=8)
+@cached_by_graphdef(8)
 def _sampler(graphdef: nnx.GraphDef, n: int):
     """The jitted ``n``-sample draw of ``graphdef`` in evaluation mode (compiled once per
     model and ``n``)."""
