@@ -122,3 +122,26 @@ def test_train_digits_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path), "--name", "d", "--no-progress"]) == 0
     assert "test bpd" in capsys.readouterr().out
     assert os.path.isfile(tmp_path / "d" / "samples.png")
+
+
+def test_set_model_args_parse_and_validate():
+    """--set FIELD=VALUE reaches TrainConfig.model_args (JSON values, else strings) and the
+    builder; repeating a named option or an unknown field is a clear error."""
+    from flowjax_res.cli import build_parser
+    from flowjax_res.flows.builders import build_model
+    from flowjax_res.train.config import TrainConfig
+
+    args = build_parser().parse_args(["train", "--set", "n_blocks=3", "--set", "hidden=[16,16]",
+                                      "--set", "actnorm=false", "--set", "activation=elu"])
+    cfg = TrainConfig(model_args=dict(args.model_args))
+    assert cfg.model_overrides() == {"n_blocks": 3, "hidden": [16, 16], "actnorm": False, "activation": "elu"}
+    dist = build_model("resflow", "8gaussians", "small", 0, **cfg.model_overrides())
+    assert dist.flow.layers[0].stack_size == 3
+    with pytest.raises(ValueError, match="coeff"):
+        TrainConfig(model_args={"coeff": 0.5})
+    with pytest.raises(ValueError, match="bogus"):
+        build_model("resflow", "8gaussians", "small", 0, **TrainConfig(model_args={"bogus": 1}).model_overrides())
+    from flowjax_res.cli import _UsageError
+
+    with pytest.raises(_UsageError, match="FIELD=VALUE"):
+        build_parser().parse_args(["train", "--set", "no-equals-sign"])

@@ -130,3 +130,27 @@ def test_image_sample_is_integer_valued():
     s = nnx.jit(lambda d, k: d.sample(k, 3))(dist, jax.random.key(1))
     s = np.asarray(s)
     assert s.shape == (3, 4, 4, 1) and np.all(s == np.floor(s)) and s.min() >= 0 and s.max() <= 16
+
+
+def test_scan_choice_per_stack():
+    """scan=None: image stages scan runs longer than SCAN_MIN_BLOCKS, the dense tail always;
+    True/False force it; a scanned stage holds the same number of blocks."""
+    from flowjax_res.flows.builders import SCAN_MIN_BLOCKS
+    from flowjax_res.flows.stacked import ResidualStack
+
+    def stage_stacks(dist):
+        body = list(dist.flow.layers)[-1]
+        return [any(isinstance(layer, ResidualStack) for layer in stage.layers) for stage in body.stages]
+
+    kw = dict(n_levels=17, hidden_channels=4, rngs=nnx.Rngs(0))
+    assert stage_stacks(residual_flow((4, 4, 1), preset="tiny", **kw)) == [False, False]
+    long = residual_flow((4, 4, 1), preset="tiny", n_blocks=SCAN_MIN_BLOCKS + 1, **kw)
+    assert stage_stacks(long) == [True, True]
+    stacks = [layer for stage in list(long.flow.layers)[-1].stages for layer in stage.layers
+              if isinstance(layer, ResidualStack)]
+    assert [s.stack_size for s in stacks] == [SCAN_MIN_BLOCKS + 1] * 2
+    assert stage_stacks(residual_flow((4, 4, 1), preset="tiny", scan=True, **kw)) == [True, True]
+    tail = list(residual_flow((4, 4, 1), preset="tiny", **kw).flow.layers)[-1].tail
+    assert any(isinstance(layer, ResidualStack) for layer in tail.layers)
+    with pytest.raises(TypeError, match="scan"):
+        residual_flow((4, 4, 1), preset="tiny", scan="yes", **kw)
