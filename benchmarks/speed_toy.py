@@ -220,13 +220,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "speed_toy.json"))
     ap.add_argument("--batch-chunks", type=int, default=2,
                     help="chunks of the batch each block processes side by side (default 2: one per core here)")
+    ap.add_argument("--no-peer", action="store_true", help="ours and the command line only")
     ap.add_argument("--cli-steps", type=int, default=40,
                     help="steps of the `flowjax-res train` run whose reported step time is set beside ours (0: skip)")
     ap.add_argument("--no-scan", action="store_true", help="unrolled blocks (slow to compile: ~9.5 min for paper)")
     ap.add_argument("--devices", type=int, default=len(os.sched_getaffinity(0)),
                     help="CPU devices of our data-parallel run (default: one per core)")
     args = ap.parse_args()
-    if not PEER_PY.exists():
+    if not args.no_peer and not PEER_PY.exists():
         sys.exit(f"speed_toy: peer environment missing at {PEER_PY}; see the module docstring")
     from flowjax_res.layers.lipschitz import LipschitzLayer  # noqa: F401  (fail early if the package is broken)
 
@@ -251,15 +252,16 @@ def main() -> None:
             if args.devices > 1:
                 staten, t = time_ours(stepn, staten, c["batch"], args.steps)
             ours += t
-            peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
-            peer += peer_info["step_s"]
+            if not args.no_peer:
+                peer_info = time_peer(c["n_blocks"], c["hidden"], c["batch"], args.steps, args.threads)
+                peer += peer_info["step_s"]
         cli_s, cli_wall = (time_cli(stepn.cfg, args.cli_steps) if args.cli_steps else (float("nan"), float("nan")))
         n_params = sum(x.size for x in jax.tree.leaves(state1.params))
         pi_s, pi_iters = time_power_iteration(step1, state1)
         row = dict(config=name, n_blocks=c["n_blocks"], hidden=list(c["hidden"]), batch=c["batch"],
                    ours_1dev_ms=1e3 * statistics.median(ours1), devices=args.devices,
-                   ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer),
-                   ours_params=int(n_params), peer_params=peer_info["n_params"], compile_s=compile_s,
+                   ours_ms=1e3 * statistics.median(ours), peer_ms=1e3 * statistics.median(peer) if peer else float("nan"),
+                   ours_params=int(n_params), peer_params=peer_info.get("n_params"), compile_s=compile_s,
                    peer=f"normflows {peer_info.get('torch')}", peer_threads=args.threads, scan=not args.no_scan,
                    batch_chunks=args.batch_chunks, xla_flops_per_compiled_body=xla_flops,
                    pi_ms=1e3 * pi_s, pi_max_iters=pi_iters, cli_ms=1e3 * cli_s, cli_wall_s=cli_wall,
