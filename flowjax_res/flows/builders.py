@@ -98,6 +98,11 @@ class _BlockFields:
     logdet: LogDetConfig | dict | None = None
     eval_logdet: LogDetConfig | dict | None = None
     inverse: InverseConfig | dict | None = None
+    # Induced mixed norms (Chen et al., 2019, Sec. 3.4; flowjax_res.layers.mixed_lipschitz):
+    # the orders of the layers' domains in each block (None: spectral norms), learned or not.
+    norm_orders: tuple[float, ...] | None = None
+    learn_p: bool = False
+    mixed_bound: str = "power"
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -112,6 +117,7 @@ class _BlockFields:
         if not isinstance(self.actnorm, bool):
             raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
         self.logdet_config()  # validates the estimator fields
+        _check_norm_fields(self)
 
     def logdet_config(self) -> LogDetConfig:
         """The training log-det settings."""
@@ -124,7 +130,26 @@ class _BlockFields:
             activation=self.activation, coeff=self.coeff, n_power_iters=self.n_power_iters,
             lipschitz_rtol=self.lipschitz_tol, lipschitz_max_iters=self.lipschitz_max_iters,
             lipschitz_vectors=self.lipschitz_vectors, logdet=self.logdet_config(), eval_logdet=self.eval_logdet, inverse=self.inverse,
+            norm_orders=self.norm_orders, learn_p=self.learn_p, mixed_bound=self.mixed_bound,
         )
+
+    def dense_block_kwargs(self) -> dict[str, Any]:
+        """:meth:`block_kwargs` of the dense residual blocks."""
+        return self.block_kwargs()
+
+
+def _check_norm_fields(cfg) -> None:
+    """``norm_orders`` / ``fc_norm_orders`` as tuples of orders in ``[1, inf]`` (strings and
+    lists from the command line or ``config.json`` accepted), ``learn_p``, ``mixed_bound``."""
+    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
+
+    for name in ("norm_orders", "fc_norm_orders"):
+        orders = getattr(cfg, name, None)
+        if orders is not None:
+            object.__setattr__(cfg, name, parse_norm_orders(orders, name=name))
+    if not isinstance(cfg.learn_p, bool):
+        raise TypeError(f"learn_p must be a bool, got {cfg.learn_p!r}")
+    check_choice("mixed_bound", cfg.mixed_bound, MIXED_BOUNDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +177,16 @@ class ImageFlowConfig(_BlockFields):
     n_fc_blocks: int = 4
     fc_hidden: tuple[int, ...] = (128, 128)
     conv_norm: str = "fourier"
+    fc_norm_orders: tuple[float, ...] | None = None
+
+    def dense_block_kwargs(self) -> dict[str, Any]:
+        """The FC blocks' settings: their orders are ``fc_norm_orders``, or ``norm_orders``
+        when that is ``None`` (one order, or as many as an FC block has layers; any other
+        length is a ``ValueError`` of :meth:`__post_init__`)."""
+        kw = self.block_kwargs()
+        if self.fc_norm_orders is not None:
+            kw["norm_orders"] = self.fc_norm_orders
+        return kw
 
     def __post_init__(self):
         self._check_block_fields()
@@ -163,6 +198,12 @@ class ImageFlowConfig(_BlockFields):
         check_positive_int("hidden_channels", self.hidden_channels)
         check_nonnegative_int("n_fc_blocks", self.n_fc_blocks)
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
+        if self.n_fc_blocks and self.norm_orders is not None and self.fc_norm_orders is None:
+            n_fc = len(self.fc_hidden) + 1
+            if len(self.norm_orders) not in (1, n_fc, n_fc + 1):
+                raise ValueError(f"norm_orders {self.norm_orders} (for the {len(self.kernel_sizes)} convolutions of a "
+                                 f"block) does not fit the {n_fc} layers of the fully connected blocks; give one "
+                                 f"order, or fc_norm_orders for the FC blocks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +301,7 @@ def _dense_stack(
     (the same parameters, drawn in the same order from ``rngs``)."""
 
     def block():
-        return ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs())
+        return ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.dense_block_kwargs())
 
     def unit():
         return Flow([block(), ActNorm(dim)]) if cfg.actnorm else block()

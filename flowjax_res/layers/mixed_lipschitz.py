@@ -101,7 +101,7 @@ from flowjax_res.ops.induced_norm import (
 from flowjax_res.ops.power_iteration import check_conv_padding, check_conv_strides, conv_apply, conv_output_shape
 
 __all__ = ["NormOrder", "InducedNormDense", "InducedNormConv", "MIXED_BOUNDS", "THETA_MAX", "norm_order_chain",
-           "mixed_norm_orders", "resolve_norm_orders"]
+           "mixed_norm_orders", "parse_norm_orders", "resolve_norm_orders"]
 
 #: How a mixed-norm layer obtains ``sigma`` where no closed form exists.
 MIXED_BOUNDS = ("power", "certified")
@@ -551,32 +551,43 @@ def mixed_norm_orders(model: nnx.Module) -> dict[str, float]:
     return out
 
 
-def resolve_norm_orders(norm_orders, n_layers: int, *, name: str = "norm_orders") -> tuple[float, ...]:
-    """The ``n_layers`` domain orders of a block's chain from ``norm_orders``: one order
-    (every layer), ``n_layers`` orders (the domains; the last codomain is the first
-    domain), or ``n_layers + 1`` orders whose first and last agree (the Residual Flows
-    code's ``--vnorms`` string, e.g. ``"2222"`` for three layers)."""
+def parse_norm_orders(norm_orders, *, name: str = "norm_orders") -> tuple[float, ...]:
+    """Orders as a tuple of floats in ``[1, inf]`` from a sequence of numbers or strings, a
+    comma/space separated string (``"2,3,inf"``) or the official ``--vnorms`` form (one
+    digit per order, ``"i"`` for inf: ``"2222"``); else an error naming ``name``."""
     if isinstance(norm_orders, str):
         text = norm_orders.strip()
         if "," in text or " " in text:
             norm_orders = tuple(text.replace(",", " ").split())
-        elif all(ch.isdigit() or ch == "i" for ch in text) and len(text) > 1:
-            norm_orders = tuple(text)  # the official vnorms form: one digit (or 'i' for inf) per order
+        elif len(text) > 1 and all(ch.isdigit() or ch == "i" for ch in text):
+            norm_orders = tuple(text)
         else:
             norm_orders = (text,)
     try:
         orders = tuple(norm_orders)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of orders in [1, inf], got {norm_orders!r}") from None
+    if not orders:
+        raise ValueError(f"{name} must hold at least one order in [1, inf], got {norm_orders!r}")
     parsed = []
     for i, o in enumerate(orders):
         if isinstance(o, str):
-            o = o.strip().lower()
+            text = o.strip().lower()
             try:
-                o = math.inf if o in ("inf", "i") else float(o)
+                o = math.inf if text in ("inf", "i") else float(text)
             except ValueError:
                 raise ValueError(f"{name}[{i}] must be a number in [1, inf] or 'inf', got {orders[i]!r}") from None
         parsed.append(check_order(f"{name}[{i}]", o))
+    return tuple(parsed)
+
+
+def resolve_norm_orders(norm_orders, n_layers: int, *, name: str = "norm_orders") -> tuple[float, ...]:
+    """The ``n_layers`` domain orders of a block's chain from ``norm_orders`` (see
+    :func:`parse_norm_orders`): one order (every layer), ``n_layers`` orders (the domains;
+    the last codomain is the first domain), or ``n_layers + 1`` orders whose first and
+    last agree (the Residual Flows code's ``--vnorms`` string, e.g. ``"2222"`` for three
+    layers)."""
+    parsed = parse_norm_orders(norm_orders, name=name)
     if len(parsed) == 1:
         return tuple(parsed) * n_layers
     if len(parsed) == n_layers:
