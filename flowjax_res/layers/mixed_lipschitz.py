@@ -4,7 +4,7 @@ Residual Flows (Chen et al., 2019, Sec. 3.4 and App.) generalise i-ResNet's spec
 normalisation: layer ``i`` of the residual branch ``g`` applies ``c W_i / max(sigma_i,
 c)`` with ``sigma_i`` the induced norm ``||W_i||_{p_i -> p_{i+1}}``
 (:mod:`flowjax_res.ops.induced_norm`), the codomain order of a layer being the domain
-order of the next and the last codomain the first domain. Then
+order of the next and the last codomain the first domain. Then::
 
     ||g(x) - g(y)||_{p_1} <= c^L ||x - y||_{p_1},
 
@@ -95,8 +95,11 @@ from flowjax_res.ops.induced_norm import (
     dense_upper_bound,
     has_closed_form,
     induced_norm,
+    dual_order,
+    dual_vector,
     induced_norm_reference,
     init_starts,
+    vector_norm,
 )
 from flowjax_res.ops.power_iteration import check_conv_padding, check_conv_strides, conv_apply, conv_output_shape
 
@@ -260,9 +263,20 @@ class _InducedNormLayer(LipschitzLayer):
             return sigma, self.u[...], self.v[...], info
         pf, pv = _split(p)
         qf, qv = _split(q)
-        sigma, x, info = _gpm(self._operator, kernel, self.v[...], pv, qv, p_fixed=pf, q_fixed=qf, rtol=r,
+        x0 = self.v[...]
+        extra = self._extra_starts(jax.lax.stop_gradient(kernel), p, q)
+        if extra is not None:
+            x0 = jnp.concatenate([x0, extra.astype(x0.dtype)])
+        sigma, x, info = _gpm(self._operator, kernel, x0, pv, qv, p_fixed=pf, q_fixed=qf, rtol=r,
                               max_iters=m, min_iters=min(self.n_power_iters, m))
-        return sigma, info.pop("dual"), x, info
+        k = self.n_vectors
+        info["sigmas"] = info["sigmas"][:k]
+        return sigma, info.pop("dual")[:k], x[:k], info
+
+    def _extra_starts(self, kernel, p, q):
+        """Fresh starting vectors added to the warm ones in every forward pass (``None``:
+        none); the best ``n_vectors`` rows are kept."""
+        return None
 
     def update_power_iteration(self, n_iters: int | None = None, *, atol: float | None = None,
                                rtol: float | None = None, max_iters: int | None = None) -> dict:
@@ -411,6 +425,24 @@ class InducedNormDense(_InducedNormLayer):
         if isinstance(p, float) and isinstance(q, float) and has_closed_form(p, q):
             return dense_closed_form(kernel, p, q)
         return self._certified(kernel, p, q)
+
+    def _extra_starts(self, kernel, p, q):
+        """Fresh starting vectors in every pass: the maximisers of the two closed-form
+        lower bounds (the basis vector of the input whose row of ``W`` has the largest
+        ``q``-norm, ``||A e_j||_q``; the dual vector of the largest ``p*``-norm column of
+        ``W``, attaining ``|(A x)_i| = ||W[:, i]||_{p*}``) and the top right singular
+        vector of the operator (SVD; the maximiser for ``p = q = 2``, close to it for
+        orders near 2, where the iteration is as slow as power iteration with close
+        singular values). Measured without them: the warm-started rows collapse onto one
+        vector and a layer reached 1.016 c after 60 Adam steps at lr 1e-2."""
+        p = p if isinstance(p, float) else jax.lax.stop_gradient(p)
+        q = q if isinstance(q, float) else jax.lax.stop_gradient(q)
+        j = jnp.argmax(vector_norm(kernel, q, axis=1))
+        e = jnp.zeros((self.in_features,), kernel.dtype).at[j].set(1.0)
+        i = jnp.argmax(vector_norm(kernel, dual_order(p), axis=0))
+        d = dual_vector(kernel[:, i], dual_order(p))
+        top = jnp.linalg.svd(kernel, full_matrices=False)[0][:, 0]  # the spectral maximiser
+        return jnp.stack([e, d, top])
 
     def _certified(self, kernel, p, q):
         return dense_upper_bound(kernel, p, q)
