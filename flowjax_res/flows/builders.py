@@ -181,8 +181,8 @@ class ImageFlowConfig(_BlockFields):
 
     def dense_block_kwargs(self) -> dict[str, Any]:
         """The FC blocks' settings: their orders are ``fc_norm_orders``, or ``norm_orders``
-        when that is ``None`` (one order, or as many as an FC block has layers; any other
-        length is a ``ValueError`` of :meth:`__post_init__`)."""
+        when that is ``None`` (one order, or exactly as many as an FC block has layers; any
+        other length is a ``ValueError`` of :meth:`__post_init__`)."""
         kw = self.block_kwargs()
         if self.fc_norm_orders is not None:
             kw["norm_orders"] = self.fc_norm_orders
@@ -200,7 +200,7 @@ class ImageFlowConfig(_BlockFields):
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
         if self.n_fc_blocks and self.norm_orders is not None and self.fc_norm_orders is None:
             n_fc = len(self.fc_hidden) + 1
-            if len(self.norm_orders) not in (1, n_fc, n_fc + 1):
+            if len(self.norm_orders) not in (1, n_fc):
                 raise ValueError(f"norm_orders {self.norm_orders} (for the {len(self.kernel_sizes)} convolutions of a "
                                  f"block) does not fit the {n_fc} layers of the fully connected blocks; give one "
                                  f"order, or fc_norm_orders for the FC blocks")

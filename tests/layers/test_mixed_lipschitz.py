@@ -185,6 +185,7 @@ def test_trained_block_is_lipschitz_in_its_learned_norm(trained_block):
         assert float(b["bound"]) <= c * (1 + 1e-3), (path, float(b["bound"]))
 
 
+@pytest.mark.slow
 def test_certified_layers_are_bounded_by_construction():
     block = ResidualBlock.dense(3, (8, 8), coeff=0.9, norm_orders=(1.5, 3.0, 2.5), mixed_bound="certified",
                                 rngs=nnx.Rngs(4))
