@@ -381,8 +381,7 @@ class InducedNormDense(_InducedNormLayer):
         used whatever ``bound`` says.
       n_vectors: starting vectors iterated side by side (default 4; the best of 32
         random starts at construction).
-      n_power_iters, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters,
-        init_rtol, kernel_init, bias_init, param_dtype, rngs: as in
+      n_power_iters, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, param_dtype, rngs: as in
         :class:`~flowjax_res.layers.lipschitz.LipschitzDense`.
     """
 
@@ -474,9 +473,8 @@ class InducedNormConv(_InducedNormLayer):
     Args:
       in_channels, out_channels, kernel_size, input_shape, padding, strides: as in
         :class:`~flowjax_res.layers.lipschitz.LipschitzConv`.
-      domain, codomain, coeff, bound, n_vectors, n_power_iters, rtol, max_iters, eval_rtol,
-        eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init,
-        param_dtype, rngs: as in :class:`InducedNormDense`.
+      domain, codomain, coeff, bound, n_vectors, n_power_iters, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, param_dtype, rngs: as in
+        :class:`InducedNormDense`.
     """
 
     def __init__(

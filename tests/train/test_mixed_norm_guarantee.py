@@ -70,7 +70,7 @@ def _train_and_check(bound: str, steps: int):
 
 
 def test_learned_orders_certified_bound_after_every_step():
-    worst_ref, worst_upper, orders = _train_and_check("certified", 40)
+    worst_ref, worst_upper, orders = _train_and_check("certified", 25)
     assert max(abs(p - 2.0) for p in orders.values()) > 0.02, f"the orders did not move: {orders}"
     assert worst_upper <= 1 + 1e-5, f"certified bound of an applied layer reached {worst_upper:.6f} c"
     assert worst_ref <= worst_upper * (1 + 1e-6)
