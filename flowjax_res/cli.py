@@ -35,6 +35,7 @@ _TRAIN_FIELDS = (
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
     "permutation", "decomposition", "coupling", "out",
     "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss", "model_args",
+    "norm_orders", "learn_p", "mixed_bound",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
 # the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
@@ -78,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerance (relative, on the estimated error) of the power iteration every training forward "
                         "pass converges before normalising a Lipschitz layer (default 1e-3)")
     g.add_argument("--lipschitz-max-iters", type=int, help="bound on those power iterations (default 100)")
+    g.add_argument("--norm-orders", metavar="P1,P2,...",
+                   help="induced mixed norms (Residual Flows Sec. 3.4): the orders of the domains of each block's "
+                        "layers, in [1, inf] (one order for all, one per layer, or the official vnorms form '2222'); "
+                        "default: spectral norms (2 everywhere)")
+    g.add_argument("--learn-p", action="store_true", default=None,
+                   help="learn the orders (starting from --norm-orders, default 2) through the training loss")
+    g.add_argument("--mixed-bound", choices=("power", "certified"),
+                   help="how a mixed norm without closed form is computed: power (generalised power method, an "
+                        "estimate; default) or certified (a Riesz-Thorin upper bound)")
     g.add_argument("--set", dest="model_args", action="append", type=_model_arg, metavar="FIELD=VALUE",
                    help="any other field of the model's config, repeatable; VALUE is read as JSON when it parses "
                         "(e.g. --set n_blocks=4 --set actnorm=false --set hidden=[64,64] --set batch_chunks=2), "

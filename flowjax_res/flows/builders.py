@@ -114,6 +114,11 @@ class _BlockFields:
     eval_logdet: LogDetConfig | dict | None = None
     inverse: InverseConfig | dict | None = None
     scan: bool | None = None
+    # Induced mixed norms (Chen et al., 2019, Sec. 3.4; flowjax_res.layers.mixed_lipschitz):
+    # the orders of the layers' domains in each block (None: spectral norms), learned or not.
+    norm_orders: tuple[float, ...] | None = None
+    learn_p: bool = False
+    mixed_bound: str = "power"
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -130,6 +135,7 @@ class _BlockFields:
         if self.scan is not None and not isinstance(self.scan, bool):
             raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
         self.logdet_config()  # validates the estimator fields
+        _check_norm_fields(self)
 
     def logdet_config(self) -> LogDetConfig:
         """The training log-det settings."""
@@ -142,7 +148,26 @@ class _BlockFields:
             activation=self.activation, coeff=self.coeff, n_power_iters=self.n_power_iters,
             lipschitz_rtol=self.lipschitz_tol, lipschitz_max_iters=self.lipschitz_max_iters,
             lipschitz_vectors=self.lipschitz_vectors, logdet=self.logdet_config(), eval_logdet=self.eval_logdet, inverse=self.inverse,
+            norm_orders=self.norm_orders, learn_p=self.learn_p, mixed_bound=self.mixed_bound,
         )
+
+    def dense_block_kwargs(self) -> dict[str, Any]:
+        """:meth:`block_kwargs` of the dense residual blocks."""
+        return self.block_kwargs()
+
+
+def _check_norm_fields(cfg) -> None:
+    """``norm_orders`` / ``fc_norm_orders`` as tuples of orders in ``[1, inf]`` (strings and
+    lists from the command line or ``config.json`` accepted), ``learn_p``, ``mixed_bound``."""
+    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
+
+    for name in ("norm_orders", "fc_norm_orders"):
+        orders = getattr(cfg, name, None)
+        if orders is not None:
+            object.__setattr__(cfg, name, parse_norm_orders(orders, name=name))
+    if not isinstance(cfg.learn_p, bool):
+        raise TypeError(f"learn_p must be a bool, got {cfg.learn_p!r}")
+    check_choice("mixed_bound", cfg.mixed_bound, MIXED_BOUNDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +195,16 @@ class ImageFlowConfig(_BlockFields):
     n_fc_blocks: int = 4
     fc_hidden: tuple[int, ...] = (128, 128)
     conv_norm: str = "fourier"
+    fc_norm_orders: tuple[float, ...] | None = None
+
+    def dense_block_kwargs(self) -> dict[str, Any]:
+        """The FC blocks' settings: their orders are ``fc_norm_orders``, or ``norm_orders``
+        when that is ``None`` (one order, or exactly as many as an FC block has layers; any
+        other length is a ``ValueError`` of :meth:`__post_init__`)."""
+        kw = self.block_kwargs()
+        if self.fc_norm_orders is not None:
+            kw["norm_orders"] = self.fc_norm_orders
+        return kw
 
     def __post_init__(self):
         self._check_block_fields()
@@ -181,6 +216,12 @@ class ImageFlowConfig(_BlockFields):
         check_positive_int("hidden_channels", self.hidden_channels)
         check_nonnegative_int("n_fc_blocks", self.n_fc_blocks)
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
+        if self.n_fc_blocks and self.norm_orders is not None and self.fc_norm_orders is None:
+            n_fc = len(self.fc_hidden) + 1
+            if len(self.norm_orders) not in (1, n_fc):
+                raise ValueError(f"norm_orders {self.norm_orders} (for the {len(self.kernel_sizes)} convolutions of a "
+                                 f"block) does not fit the {n_fc} layers of the fully connected blocks; give one "
+                                 f"order, or fc_norm_orders for the FC blocks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +338,7 @@ def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _Bl
 
 def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs) -> list:
     """The dense residual blocks of a flow on ``dim``-vectors (see :func:`_units`)."""
-    return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.block_kwargs()), dim, cfg,
+    return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.dense_block_kwargs()), dim, cfg,
                   scan=cfg.scan is not False)
 
 

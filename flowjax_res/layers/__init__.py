@@ -10,6 +10,7 @@ from flowjax_res.layers.lipschitz import (
     power_iteration_stats,
     update_lipschitz,
 )
+from flowjax_res.layers.mixed_lipschitz import InducedNormConv, InducedNormDense, NormOrder, mixed_norm_orders
 from flowjax_res.layers.activations import Activation, LipSwish
 from flowjax_res.layers.conv1x1 import InvConv1x1
 from flowjax_res.layers.emerging import EmergingConv

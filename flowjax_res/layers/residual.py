@@ -49,6 +49,13 @@ from flowjax_res.layers.lipschitz import (
     LipschitzDense,
     prescaled_split,
 )
+from flowjax_res.layers.mixed_lipschitz import (
+    MIXED_BOUNDS,
+    InducedNormConv,
+    InducedNormDense,
+    norm_order_chain,
+    resolve_norm_orders,
+)
 from flowjax_res.ops.activations import activation_names
 from flowjax_res.ops.fixed_point import METHODS as INVERSE_METHODS
 from flowjax_res.ops.fixed_point import fixed_point_inverse
@@ -226,6 +233,9 @@ class ResidualBlock(Bijector):
         lipschitz_rtol: float = DEFAULT_RTOL,
         lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
         lipschitz_vectors: int | None = None,
+        norm_orders: Sequence[float] | str | None = None,
+        learn_p: bool = False,
+        mixed_bound: str = "power",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -236,17 +246,36 @@ class ResidualBlock(Bijector):
         ``lipschitz_max_iters`` (and ``lipschitz_vectors``, the block size) set the layers' power iteration (at least that many
         iterations per forward pass, then to the relative tolerance; see
         :class:`~flowjax_res.layers.lipschitz.LipschitzDense`). ``kwargs`` go to the
-        constructor (``logdet``, ``eval_logdet``, ``inverse``, ``deterministic``)."""
+        constructor (``logdet``, ``eval_logdet``, ``inverse``, ``deterministic``).
+
+        Induced mixed norms (Chen et al., 2019, Sec. 3.4): ``norm_orders`` gives the
+        orders of the layers' domains (1, ``len(hidden) + 1``, or ``len(hidden) + 2``
+        entries with the first repeated last, as the official ``--vnorms``; see
+        :func:`~flowjax_res.layers.mixed_lipschitz.resolve_norm_orders`), layer ``i``
+        mapping order ``p_i`` to ``p_{i+1}`` and the last back to ``p_1``, so that
+        ``Lip(g) <= coeff^L`` in the ``p_1``-norm; ``learn_p`` learns every order
+        (starting from ``norm_orders``, default all 2); ``mixed_bound`` is ``"power"``
+        (generalised power method, an estimate) or ``"certified"`` (an upper bound). A
+        layer whose orders are both fixed at 2 is a spectral
+        :class:`~flowjax_res.layers.lipschitz.LipschitzDense`, so ``norm_orders=(2,
+        2, 2)`` without ``learn_p`` is the default block.
+        See :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense`."""
         dim = check_positive_int("dim", dim)
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
         dims = (dim, *hidden, dim)
+        chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(dims) - 1)
         layers: list[nnx.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             if i:
                 layers.append(_activation(activation))
-            layers.append(LipschitzDense(a, b, coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol,
-                                         max_iters=lipschitz_max_iters, n_vectors=lipschitz_vectors, rngs=rngs))
+            kw = dict(coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
+                      n_vectors=lipschitz_vectors, rngs=rngs)
+            if chain is None or _spectral_link(chain, i):
+                layers.append(LipschitzDense(a, b, **kw))
+            else:
+                layers.append(InducedNormDense(a, b, domain=chain[i], codomain=chain[(i + 1) % len(chain)],
+                                               bound=mixed_bound, **kw))
         return cls(nnx.Sequential(*layers), (dim,), **kwargs)
 
     @classmethod
@@ -263,6 +292,9 @@ class ResidualBlock(Bijector):
         lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
         lipschitz_vectors: int | None = None,
         conv_norm: str = "fourier",
+        norm_orders: Sequence[float] | str | None = None,
+        learn_p: bool = False,
+        mixed_bound: str = "power",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -272,7 +304,9 @@ class ResidualBlock(Bijector):
         fixes the convolution operators; ``conv_norm`` is how their norms are obtained
         (``"fourier"``: a certified bound; ``"operator"``: power iteration on the
         operator; see :class:`~flowjax_res.layers.lipschitz.LipschitzConv`); the power
-        iteration settings are those of :meth:`dense`."""
+        iteration settings are those of :meth:`dense`, and so are ``norm_orders``,
+        ``learn_p`` and ``mixed_bound`` (one order per convolution;
+        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormConv`)."""
         try:
             shape = tuple(input_shape)
         except TypeError:
@@ -284,17 +318,18 @@ class ResidualBlock(Bijector):
         kernel_sizes = _int_tuple("kernel_sizes", kernel_sizes, allow_empty=False)
         check_choice("activation", activation, activation_names())
         chans = (c, *([hidden_channels] * (len(kernel_sizes) - 1)), c)
+        chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(kernel_sizes))
         layers: list[nnx.Module] = []
         for i, k in enumerate(kernel_sizes):
             if i:
                 layers.append(_activation(activation))
-            layers.append(
-                LipschitzConv(
-                    chans[i], chans[i + 1], k, input_shape=(h, w), coeff=coeff,
-                    n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
-                    n_vectors=lipschitz_vectors, norm=conv_norm, rngs=rngs,
-                )
-            )
+            kw = dict(input_shape=(h, w), coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol,
+                      max_iters=lipschitz_max_iters, n_vectors=lipschitz_vectors, rngs=rngs)
+            if chain is None or _spectral_link(chain, i):
+                layers.append(LipschitzConv(chans[i], chans[i + 1], k, norm=conv_norm, **kw))
+            else:
+                layers.append(InducedNormConv(chans[i], chans[i + 1], k, domain=chain[i],
+                                              codomain=chain[(i + 1) % len(chain)], bound=mixed_bound, **kw))
         return cls(nnx.Sequential(*layers), (h, w, c), **kwargs)
 
     # -- mode --------------------------------------------------------------------
@@ -386,6 +421,25 @@ def _pure_fn(graphdef):
         return nnx.merge(graphdef, state)(x)
 
     return g_pure
+
+
+def _norm_chain(norm_orders, learn_p, mixed_bound, n_layers: int):
+    """The shared :class:`NormOrder` objects of a block (``None``: spectral layers only)."""
+    if not isinstance(learn_p, bool):
+        raise TypeError(f"learn_p must be a bool, got {learn_p!r}")
+    check_choice("mixed_bound", mixed_bound, MIXED_BOUNDS)
+    if norm_orders is None and not learn_p:
+        return None
+    orders = resolve_norm_orders((2.0,) if norm_orders is None else norm_orders, n_layers)
+    if not learn_p and all(o == 2.0 for o in orders):
+        return None
+    return norm_order_chain(orders, learnable=learn_p)
+
+
+def _spectral_link(chain, i: int) -> bool:
+    """Layer ``i`` maps a fixed order 2 to a fixed order 2: a spectral layer."""
+    p, q = chain[i], chain[(i + 1) % len(chain)]
+    return not p.learnable and not q.learnable and p.fixed == 2.0 and q.fixed == 2.0
 
 
 def _int_tuple(name: str, value, *, allow_empty: bool) -> tuple[int, ...]:

@@ -48,3 +48,12 @@ from flowjax_res.ops.conv1x1 import (
     triangular_logdet,
 )
 from flowjax_res.ops.fixed_point import fixed_point_inverse
+from flowjax_res.ops.induced_norm import (
+    conv_upper_bound,
+    dense_upper_bound,
+    dual_vector,
+    induced_norm,
+    induced_norm_reference,
+    induced_norm_upper_bound,
+    vector_norm,
+)

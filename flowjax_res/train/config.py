@@ -68,6 +68,11 @@ class TrainConfig:
         sampling (tight: 1e-5, at most 1000 iterations).
       estimator, n_exact_terms, n_terms, coeff, n_probes: model overrides passed to the
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
+      norm_orders, learn_p, mixed_bound: induced mixed norms (Residual Flows, Sec. 3.4):
+        the orders of the domains of each residual block's layers (``None``: spectral
+        norms), whether to learn them, and ``"power"`` (estimate) or ``"certified"``
+        (upper bound) where no closed form exists; passed to the builder when set (see
+        :mod:`flowjax_res.layers.mixed_lipschitz`).
       permutation, decomposition, coupling: Glow overrides passed to the builder when
         not ``None`` (see :mod:`flowjax_res.flows.glow`).
       devices: number of devices (the first of ``jax.devices()``) the batch is sharded
@@ -133,6 +138,9 @@ class TrainConfig:
     data_dir: str | None = None
     divergence_skips: int = 20
     divergence_loss: float = 100.0
+    norm_orders: tuple[float, ...] | None = None
+    learn_p: bool = False
+    mixed_bound: str | None = None
     model_args: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -188,6 +196,7 @@ class TrainConfig:
         if self.coeff is not None:
             check_open_interval("coeff", self.coeff, 0.0, 1.0)
         _check_glow_options(self)
+        _check_norm_options(self)
         if self.devices is not None:
             check_nonnegative_int("devices", self.devices)
         if self.mesh_shape is not None:
@@ -211,8 +220,11 @@ class TrainConfig:
                 raise ValueError(f"model_args must not repeat the named override(s) {clash}; set those fields directly")
 
     def model_overrides(self) -> dict[str, Any]:
-        """The estimator / Lipschitz settings that were set, as builder keyword arguments."""
+        """The estimator / Lipschitz settings that were set, as builder keyword arguments,
+        then ``model_args``."""
         named = {n: getattr(self, n) for n in _NAMED_OVERRIDES if getattr(self, n) is not None}
+        if not named.get("learn_p"):
+            named.pop("learn_p", None)
         return {**named, **(self.model_args or {})}
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -246,6 +258,20 @@ def _check_glow_options(cfg: "TrainConfig") -> None:
             check_choice(name, value, allowed)
             if cfg.model != "glow":
                 raise ValueError(f"{name} (= {value!r}) only applies to model 'glow', got model {cfg.model!r}")
+
+
+def _check_norm_options(cfg: "TrainConfig") -> None:
+    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
+
+    if cfg.norm_orders is not None:
+        object.__setattr__(cfg, "norm_orders", parse_norm_orders(cfg.norm_orders, name="norm_orders"))
+    if not isinstance(cfg.learn_p, bool):
+        raise TypeError(f"learn_p must be a bool, got {cfg.learn_p!r}")
+    if cfg.mixed_bound is not None:
+        check_choice("mixed_bound", cfg.mixed_bound, MIXED_BOUNDS)
+    if cfg.model == "glow" and (cfg.norm_orders is not None or cfg.learn_p or cfg.mixed_bound is not None):
+        raise ValueError("norm_orders, learn_p and mixed_bound apply to residual flows (resflow, iresnet), "
+                         "not to model 'glow'")
 
 
 def _check_nonnegative(name: str, value) -> float:
@@ -282,7 +308,7 @@ CONFIG_FILE = "config.json"
 # Fields that may change when a run is resumed (none alters the trajectory).
 # TrainConfig fields passed to the model builder under the same name when set.
 _NAMED_OVERRIDES = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition",
-                    "coupling")
+                    "coupling", "norm_orders", "mixed_bound", "learn_p")
 
 RESUMABLE_FIELDS = ("steps", "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips",
                     "divergence_loss")
