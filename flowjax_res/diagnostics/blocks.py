@@ -52,6 +52,8 @@ def block_inputs(model: nnx.Module, x: jax.Array, *, key: jax.Array | None = Non
     ``key`` feeds the other stochastic layers (e.g. dequantisation). The model is not
     modified.
     """
+    from flowjax_res.flows.stacked import ResidualStack
+
     paths = {id(b): p for p, b in residual_blocks(model)}
     if isinstance(model, ResidualBlock):
         return [(".", model, jnp.asarray(x))]
@@ -63,10 +65,24 @@ def block_inputs(model: nnx.Module, x: jax.Array, *, key: jax.Array | None = Non
         g_pure, state = self._pure_g()
         return x + g_pure(state, x), jnp.zeros(x.shape[:1], x.dtype)
 
+    def stack_forward(self, x, *, key=None):
+        # A scanned stack runs its units one by one here (each a copy with its slice of the
+        # stacked variables), so that every block's input is recorded outside the scan.
+        keys = self._keys(key)
+        stacked = [b for _, b in nnx.iter_graph(self.unit) if isinstance(b, ResidualBlock)]
+        for i in range(self.stack_size):
+            unit = self.unit_at(i)
+            blocks = [b for _, b in nnx.iter_graph(unit) if isinstance(b, ResidualBlock)]
+            for sb, b in zip(stacked, blocks):
+                paths[id(b)] = f"{paths.get(id(sb), '?')}[{i}]"
+            x, _ = unit.forward(x, key=None if keys is None else keys[i])
+        return x, jnp.zeros(x.shape[:1], x.dtype)
+
     flow = model.flow if (hasattr(model, "flow") and hasattr(model, "base")) else model
     if not callable(getattr(flow, "forward", None)):
         raise TypeError(f"model must be a bijector or a FlowDistribution, got {type(model).__name__}")
-    with mock.patch.object(ResidualBlock, "forward", recording_forward):
+    with mock.patch.object(ResidualBlock, "forward", recording_forward), \
+            mock.patch.object(ResidualStack, "forward", stack_forward):
         flow.forward(jnp.asarray(x), key=key)
     return found
 
