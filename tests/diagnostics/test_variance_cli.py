@@ -1,12 +1,14 @@
 """``flowjax-res variance`` on a run directory made by ``flowjax-res train`` (issue 6,
 acceptance 3), and its one-line errors."""
 
+import pytest
 import json
 import os
 
 from flowjax_res.cli import main
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_variance_on_trained_run(tmp_path, capsys):
     assert main(["train", "--preset", "tiny", "--steps", "2", "--batch-size", "32", "--n-test", "64",
                  "--out", str(tmp_path), "--name", "run", "--no-progress"]) == 0

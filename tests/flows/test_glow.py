@@ -74,6 +74,7 @@ def test_glow_split_order_is_split_then_squeeze():
 
 # -- glow models ---------------------------------------------------------------------
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_glow_log_prob_is_exact_change_of_variables():
     """log p(x) = log N(f(v)) + log|det df/dv| on v = x + u, with f = body(v/n - 1/2)."""
     n_levels = 5
@@ -115,6 +116,7 @@ def test_tiny_preset_builds_for_every_permutation_and_decomposition(permutation)
         assert len(set(counts.values())) == 1
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_small_preset_samples_and_evaluates_digits_shape():
     dist = glow((8, 8, 1), preset="small", permutation="emerging", decomposition="qr", n_levels=17,
                 rngs=nnx.Rngs(0))
@@ -139,6 +141,7 @@ def test_paper_preset_parameter_count():
     assert 43e6 < count_params(model) < 45e6
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_match_hidden_channels_matches_parameter_counts():
     shape = (8, 8, 1)
     target = count_params(glow(shape, preset="tiny", permutation="1x1", rngs=nnx.Rngs(0), hidden_channels=24))

@@ -143,6 +143,7 @@ def trained_block():
     return block
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_trained_block_is_lipschitz_in_its_learned_norm(trained_block):
     block = trained_block
     block.eval()

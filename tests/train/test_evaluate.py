@@ -1,5 +1,6 @@
 """Evaluation: every test example's estimate depends only on its own key."""
 
+import pytest
 import jax
 import numpy as np
 from flax import nnx
@@ -10,6 +11,7 @@ from flowjax_res.train.evaluate import per_example
 from flowjax_res.train.state import split_model
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_image_bits_per_dim_do_not_depend_on_the_batch_size():
     """Stochastic (roulette) evaluation of an image model: per-example keys and one
     roulette count per example make each value independent of how the test set is batched."""

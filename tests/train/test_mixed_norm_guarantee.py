@@ -69,6 +69,7 @@ def _train_and_check(bound: str, steps: int):
     return worst_ref, worst_upper, orders
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_learned_orders_certified_bound_after_every_step():
     worst_ref, worst_upper, orders = _train_and_check("certified", 25)
     assert max(abs(p - 2.0) for p in orders.values()) > 0.02, f"the orders did not move: {orders}"

@@ -184,6 +184,7 @@ def _assert_same_metrics(a: list[dict], b: list[dict]) -> None:
                 assert rb[k] == v, (k, ra, rb)
 
 
+@pytest.mark.slow  # default-suite time (measured 26-101 s on 2 cores)
 def test_cli_devices_8_equals_devices_1_and_resumes_on_2(tmp_path):
     """``flowjax-res train --devices 8`` writes the losses of ``--devices 1``; the 8-device
     run, extended by one step on 2 devices (``--resume``), ends like the 1-device run."""
