@@ -56,23 +56,17 @@ import sys
 import time
 
 
-def _devices_from_argv(argv: list[str]) -> int:
-    for i, a in enumerate(argv):
-        if a == "--devices" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if a.startswith("--devices="):
-            return int(a.split("=", 1)[1])
-    return len(os.sched_getaffinity(0))
+# The number of CPU devices is fixed when JAX starts: set it before importing JAX.
+if __name__ == "__main__":
+    from _devices import set_host_devices_from_argv
 
-
-if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
+    set_host_devices_from_argv()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _timing import median_time  # noqa: E402
 from flowjax_res.data.registry import dataset_info  # noqa: E402
 from flowjax_res.flows.builders import image_flow_config  # noqa: E402
 from flowjax_res.train.config import TrainConfig  # noqa: E402
@@ -206,17 +200,8 @@ def profile_split(o):
 
     x = jnp.asarray(o["data"].batches.batch(0))
 
-    def med(fn, n=3):
-        jax.block_until_ready(fn())
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-
-    f = med(lambda: forward(state.params, state.rest, x, jax.random.key(0)))
-    pi = med(lambda: normalise(state.params, state.rest))
+    f = median_time(lambda: forward(state.params, state.rest, x, jax.random.key(0)), 3)
+    pi = median_time(lambda: normalise(state.params, state.rest), 3)
     return f, pi
 
 

@@ -53,19 +53,11 @@ import sys
 import time
 
 
-def _devices_from_argv(argv: list[str]) -> int:
-    for i, a in enumerate(argv):
-        if a == "--devices" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if a.startswith("--devices="):
-            return int(a.split("=", 1)[1])
-    return len(os.sched_getaffinity(0))
-
-
 # The number of CPU devices is fixed when JAX starts: set it before importing JAX.
-if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={_devices_from_argv(sys.argv)}").strip()
+if __name__ == "__main__":
+    from _devices import set_host_devices_from_argv
+
+    set_host_devices_from_argv()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
