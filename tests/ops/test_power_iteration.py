@@ -250,3 +250,23 @@ def test_fourier_bound_is_exact_for_circular_structure():
     bound, _ = conv_fourier_norm(kernel, (5, 5))
     np.testing.assert_allclose(float(bound), float(np.linalg.svd(np.asarray(kernel[1, 1]), compute_uv=False)[0]),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("d, complex_", [(1, False), (3, True), (40, False), (64, True)])
+def test_trace_power_bound_brackets_the_top_eigenvalue(d, complex_):
+    from flowjax_res.ops.power_iteration import TRACE_SQUARINGS, psd_top_eigenvalue_bound
+
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(5, d, d)) + (1j * rng.normal(size=(5, d, d)) if complex_ else 0)
+    a[1] *= 1e-3  # scale-free
+    a[2, :, 1:] = 0  # rank one
+    gram = a @ np.conj(np.swapaxes(a, -1, -2))
+    gram[3] = 0  # a zero matrix has bound 0
+    top = np.linalg.eigvalsh(gram)[:, -1]
+    dtype = jnp.complex64 if complex_ else jnp.float32
+    bound, _ = psd_top_eigenvalue_bound(jnp.asarray(gram, dtype))
+    bound = np.asarray(bound, np.float64)
+    slack = d ** (1 / 2 ** TRACE_SQUARINGS)
+    assert bound[3] == 0
+    np.testing.assert_array_less(top * (1 - 1e-5) - 1e-30, bound + 1e-30)  # upper bound (float32 rounding)
+    np.testing.assert_array_less(bound, top * slack * (1 + 1e-5) + 1e-30)
