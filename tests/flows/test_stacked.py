@@ -29,9 +29,10 @@ def _x(batch=5, dim=2):
     return 1.5 * jax.random.normal(jax.random.key(1), (batch, dim))
 
 
-def test_stack_equals_unrolled_values_and_gradients():
+@pytest.mark.parametrize("unroll", [1, 2, True])
+def test_stack_equals_unrolled_values_and_gradients(unroll):
     blocks = _blocks()
-    flow, stack = Flow(blocks), ResidualStack(blocks)
+    flow, stack = Flow(blocks), ResidualStack(blocks, unroll=unroll)
     x, key = _x(), jax.random.key(2)
     y0, ld0 = flow.forward(x, key=key)
     y1, ld1 = stack.forward(x, key=key)  # unit l gets split_key(key, n)[l], as in Flow
@@ -126,3 +127,19 @@ def test_construction_errors():
         ResidualStack.build(0, lambda: a)
     with pytest.raises(TypeError, match="scan"):
         dense_residual_flow(2, n_blocks=1, scan="yes", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unroll"):
+        ResidualStack([a], unroll=0)
+    with pytest.raises(ValueError, match="scan_unroll"):
+        dense_residual_flow(2, n_blocks=1, scan_unroll=-1, rngs=nnx.Rngs(0))
+
+
+def test_image_stacks_unroll_on_cpu_by_default():
+    from flowjax_res.flows.builders import residual_flow
+
+    def unrolls(dist):
+        return [m.unroll for _, m in nnx.iter_graph(dist) if isinstance(m, ResidualStack)]
+
+    auto = unrolls(residual_flow((4, 4, 1), preset="tiny", n_blocks=5, rngs=0))
+    assert auto[:2] == [True if jax.default_backend() == "cpu" else 1] * 2  # the two conv stages
+    assert auto[2:] == [1]  # the dense tail keeps its loop
+    assert unrolls(residual_flow((4, 4, 1), preset="tiny", n_blocks=5, scan_unroll=2, rngs=0)) == [2, 2, 2]
