@@ -490,8 +490,8 @@ def conv_fourier_norm(
     effects (measured on random 3x3 kernels: 0.1% above the true norm at 28x28, 0.8% at
     16x16, 2% at 8x8, 10% at 4x4).
 
-    A 1x1 kernel's symbol is constant, so its bound is exactly ``||K||_2`` (one
-    eigenproblem); otherwise the half spectrum (``rfft2``) is searched, since
+    A 1x1 kernel's symbol is constant, so its bound is that of ``||K||_2`` (one Gram
+    matrix instead of ``N^2``); otherwise the half spectrum (``rfft2``) is searched, since
     ``K_hat(-w) = conj(K_hat(w))`` has the same singular values.
 
     Per frequency the top eigenvalue of the Gram matrix on the smaller channel side is
@@ -510,9 +510,9 @@ def conv_fourier_norm(
     (plh, phh), (plw, phw) = conv_pads(input_hw, (kh, kw), padding)
     h, w = (int(d) for d in input_hw)
     if kh == kw == 1:
-        # A 1x1 kernel's symbol is the same matrix at every frequency: the bound is
-        # exactly ||K||_2, one eigenproblem instead of N^2.
-        symbol = kernel.reshape(1, cin, cout)  # real: a real eigenproblem
+        # A 1x1 kernel's symbol is the same (real) matrix at every frequency: bound
+        # ||K||_2 from one Gram matrix instead of N^2.
+        symbol = kernel.reshape(1, cin, cout)
     else:
         nh = max(h + max(plh, phh), kh, h + plh + phh - kh + 1)
         nw = max(w + max(plw, phw), kw, w + plw + phw - kw + 1)
