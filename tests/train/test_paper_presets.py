@@ -16,7 +16,11 @@ from flowjax_res.train.config import TrainConfig
 from flowjax_res.train.loop import prepare_run
 from flowjax_res.train.run import Data
 
-CASES = [("resflow", "mnist5k"), ("resflow", "cifar10"), ("iresnet", "mnist5k"), ("iresnet", "cifar10"),
+# The i-ResNet paper preset (initial squeeze + 3 scales) needs a side divisible by 8: 28x28 fails at
+# the third squeeze (the official code pads MNIST to 32x32; issue 14's iresnet-mnist preset).
+_IRESNET_28 = pytest.param("iresnet", "mnist5k", marks=pytest.mark.xfail(
+    raises=ValueError, strict=True, reason="7x7 cannot be squeezed; needs MNIST padded to 32x32 (issue 14)"))
+CASES = [("resflow", "mnist5k"), ("resflow", "cifar10"), _IRESNET_28, ("iresnet", "cifar10"),
          ("glow", "mnist5k"), ("glow", "cifar10"), ("resflow", "8gaussians"), ("iresnet", "8gaussians")]
 
 
