@@ -43,6 +43,13 @@ def check_nonnegative_int(name: str, value) -> int:
     return int(value)
 
 
+def check_unroll(name: str, value) -> int | bool:
+    """A loop's ``unroll`` (``lax.scan``'s): a positive int or a bool."""
+    if isinstance(value, bool) or (isinstance(value, int) and value >= 1):
+        return value
+    raise ValueError(f"{name} must be a positive int or a bool, got {value!r}")
+
+
 def check_choice(name: str, value, allowed: Iterable) -> object:
     """``value in allowed`` or ``ValueError`` listing the allowed values."""
     allowed = tuple(allowed)

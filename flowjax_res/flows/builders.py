@@ -41,6 +41,7 @@ from flowjax_res._checks import (
     check_nonnegative_int,
     check_open_interval,
     check_positive_int,
+    check_unroll,
 )
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import DiagonalGaussian, FlowDistribution, StandardNormal
@@ -140,9 +141,8 @@ class _BlockFields:
             raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
         if self.scan is not None and not isinstance(self.scan, bool):
             raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
-        if self.scan_unroll is not None and not isinstance(self.scan_unroll, bool) and (
-                not isinstance(self.scan_unroll, int) or self.scan_unroll < 1):
-            raise ValueError(f"scan_unroll must be a positive int, a bool or None (automatic), got {self.scan_unroll!r}")
+        if self.scan_unroll is not None:
+            check_unroll("scan_unroll", self.scan_unroll)
         self.logdet_config()  # validates the estimator fields
         _check_norm_fields(self)
 

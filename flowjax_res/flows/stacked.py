@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from flowjax_res.protocol import Bijector
-from flowjax_res._checks import check_positive_int, check_shape
+from flowjax_res._checks import check_positive_int, check_shape, check_unroll
 from flowjax_res.layers.variables import InitFlag, PowerIterState, PowerIterStats
 from flowjax_res.ops.keys import split_key
 
@@ -79,11 +79,7 @@ class ResidualStack(Bijector):
                     f"units must be identical in structure (same class, settings and shapes); units[{i}] "
                     f"differs from units[0] ({type(units[i]).__name__} vs {type(units[0]).__name__})"
                 )
-        if isinstance(unroll, bool):
-            pass
-        elif not isinstance(unroll, int) or unroll < 1:
-            raise ValueError(f"unroll must be a positive int or a bool, got {unroll!r}")
-        self.unroll = unroll
+        self.unroll = check_unroll("unroll", unroll)
         self.stack_size = len(units)
         self.unit = nnx.merge(graphdef, _stack_states([s for _, s in splits]))
         self.event_shape = None if event_shape is None else tuple(int(s) for s in event_shape)
