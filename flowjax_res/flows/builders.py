@@ -87,16 +87,13 @@ class _BlockFields:
     builds the unrolled chain of the same units (same parameters, same numbers up to the
     keys each unit receives), which compiles every block separately; ``None`` (default):
     dense flows always scan, image flows scan runs of more than
-    :data:`SCAN_MIN_BLOCKS` convolutional blocks. Measured on XLA's CPU backend
-    (benchmarks/README.md, issue 17): the gradient of a convolution inside a loop body is
-    several times slower than the same convolution unrolled (a small image preset's step
-    7.9 s scanned, 3.7-5.0 s unrolled, equal compile times), while dense blocks are faster
-    scanned; long stacks are scanned for their compile time (the paper presets' 16 blocks
-    per scale). ``scan_unroll``: units per iteration of each stack's loop (``True``: the
-    whole stack, no loop; the parameters stay stacked); ``None`` (default): convolutional
-    stacks unroll fully on the CPU backend, where a convolution gradient in a loop body is
-    about 10x slower (the paper image preset on 28x28: 97 s/step looped, 10 s unrolled,
-    compile 37 s vs 2 min 10 s), every other stack keeps its loop.
+    :data:`SCAN_MIN_BLOCKS` convolutional blocks (long stacks are scanned for their
+    compile time: the paper presets' 16 blocks per scale). Convolutions run through
+    :func:`~flowjax_res.ops.canonical_conv.canonical_conv`, whose derivatives stay fast in a
+    loop body on XLA's CPU backend (before it, a convolution gradient in a loop was about
+    10x slower than unrolled: benchmarks/README.md, issue 17). ``scan_unroll``: units per
+    iteration of each stack's loop (``True``: the whole stack, no loop, at the price of
+    compile time; the parameters stay stacked); ``None`` (default): 1, a loop.
     """
 
     activation: str = "lipswish"
@@ -326,10 +323,10 @@ SCAN_MIN_BLOCKS = 4
 
 
 def _conv_unroll(cfg: _BlockFields) -> int | bool:
-    """``scan_unroll`` of a convolutional stack (``None``: everything on CPU, else 1)."""
-    if cfg.scan_unroll is not None:
-        return cfg.scan_unroll
-    return True if jax.default_backend() == "cpu" else 1
+    """``scan_unroll`` of a convolutional stack (``None``: 1, a loop; the paper image preset
+    on 28x28x1, batch 4: first step 50 s and 10 s/step looped, measured after
+    :mod:`~flowjax_res.ops.canonical_conv`; fully unrolled stacks compiled for over 2 min)."""
+    return 1 if cfg.scan_unroll is None else cfg.scan_unroll
 
 
 def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields, *,

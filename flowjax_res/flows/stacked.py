@@ -57,10 +57,10 @@ class ResidualStack(Bijector):
       event_shape: optional per-example input shape checked by ``forward``.
       unroll: units per iteration of the loop (``lax.scan``'s ``unroll``; ``True``: all of
         them, no loop left in the compiled program). The parameters stay stacked either
-        way, so checkpoints do not depend on it. On XLA's CPU backend convolution
-        gradients inside a loop body run about 10x slower than unrolled (benchmarks/README.md,
-        issue 17), and a partial unroll does not help (the paper image preset: 97 s/step
-        looped, 90 s with ``unroll=4``, 10 s with ``True``).
+        way, so checkpoints do not depend on it. A loop compiles the unit once; unrolling
+        trades compile time for whatever XLA gains across units (convolutions inside loops
+        are fast on the CPU backend only through
+        :func:`~flowjax_res.ops.canonical_conv.canonical_conv`: benchmarks/README.md, issue 17).
     """
 
     def __init__(self, units: Sequence[nnx.Module], *, event_shape: Sequence[int] | None = None,

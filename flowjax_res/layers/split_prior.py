@@ -34,6 +34,7 @@ from flax import nnx
 from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_choice, check_positive_int, check_shape
 from flowjax_res.layers.conv1x1 import check_image_input
+from flowjax_res.ops.canonical_conv import conv_general_dilated
 
 __all__ = ["SplitPrior", "LearnedPrior"]
 
@@ -70,7 +71,7 @@ class SplitPrior(Bijector):
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         half = c // 2
         self.conv = nnx.Conv(
-            half, 2 * half, (self.kernel_size, self.kernel_size), padding="SAME",
+            half, 2 * half, (self.kernel_size, self.kernel_size), padding="SAME", conv_general_dilated=conv_general_dilated,
             kernel_init=nnx.initializers.zeros_init(), bias_init=nnx.initializers.zeros_init(), rngs=rngs,
         )
 

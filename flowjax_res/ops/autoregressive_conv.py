@@ -48,6 +48,7 @@ from jax import lax
 from jax.scipy.linalg import solve_triangular
 
 from flowjax_res._checks import check_choice, check_positive_int
+from flowjax_res.ops.canonical_conv import conv_general_dilated
 
 ORIENTATIONS = ("causal", "anticausal")
 
@@ -99,7 +100,7 @@ def _flip_kernel(kernel: jax.Array) -> jax.Array:
 
 def _causal_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     m = kernel.shape[0]
-    return lax.conv_general_dilated(
+    return conv_general_dilated(
         x,
         kernel.astype(x.dtype),
         window_strides=(1, 1),

@@ -36,6 +36,7 @@ from jax import lax
 
 from flowjax_res._checks import check_positive, check_positive_int
 from flowjax_res.ops.autoregressive_conv import check_nhwc, check_square_kernel
+from flowjax_res.ops.canonical_conv import conv_general_dilated
 
 
 def kernel_centre(kernel_size: int) -> int:
@@ -50,7 +51,7 @@ def periodic_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     k = kernel.shape[0]
     c = kernel_centre(k)
     padded = jnp.pad(x, ((0, 0), (c, k - 1 - c), (c, k - 1 - c), (0, 0)), mode="wrap")
-    return lax.conv_general_dilated(
+    return conv_general_dilated(
         padded,
         kernel.astype(x.dtype),
         window_strides=(1, 1),

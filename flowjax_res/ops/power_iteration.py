@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flowjax_res.ops.canonical_conv import conv_general_dilated
 from flowjax_res._checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
 
 _EPS = 1e-12
@@ -389,7 +390,7 @@ def conv_apply(
     accepted and returns an unbatched output."""
     unbatched = x.ndim == 3
     xb = x[None] if unbatched else x
-    y = lax.conv_general_dilated(
+    y = conv_general_dilated(
         xb,
         kernel,
         window_strides=tuple(strides),
