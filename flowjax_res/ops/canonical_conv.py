@@ -10,8 +10,10 @@ batch as features), so inside a loop body (``lax.scan`` over residual blocks, th
 Russian-roulette series, the Neumann series of the backward-in-forward gradient) they fall
 to a naive loop nest: measured on this project's 2-core CPU, 8 conv-VJPs of a
 ``3x3 4->32, 1x1 32->32, 3x3 32->4`` block on 64 x 14 x 14 images took 815 ms in a
-``fori_loop`` (gradient in the kernels) against 61 ms unrolled; with this primitive, 64 ms
-in the loop (input gradient only: 140 -> 25 ms).
+``fori_loop`` (gradient in the kernels) against 61 ms unrolled, and 64 ms in the loop with a
+first version of this primitive (input gradient only: 140 -> 25 ms). In the library's
+training step the paper image preset on 28x28x1 went from 97 s/step (batch 2, looped) to
+8.6 s/step (batch 4, looped), its first step (compilation) from 134 s to 37 s.
 
 :func:`canonical_conv` is a JAX primitive whose lowering is ``lax.conv_general_dilated`` in
 canonical form and whose transposes are written as canonical convolutions of transposed
