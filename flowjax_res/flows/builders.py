@@ -32,7 +32,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 from flax import nnx
 
 from flowjax_res._checks import (

@@ -1,5 +1,5 @@
-"""A stride-1 NHWC/HWIO convolution whose derivatives of every order are convolutions of
-the same canonical form.
+"""A stride-1 NHWC/HWIO convolution whose derivatives of every order are canonical
+convolutions and matrix products (fast in XLA CPU loop bodies).
 
 Why: XLA's CPU backend runs a convolution fast (Eigen's kernel) only when its dimension
 numbers are canonical (``b01f_01io->b01f``: NHWC input, HWIO kernel, NHWC output), and its
