@@ -16,9 +16,9 @@ training step the paper image preset on 28x28x1 went from 97 s/step (batch 2, lo
 8.6 s/step (batch 4, looped), its first step (compilation) from 134 s to 37 s.
 
 :func:`canonical_conv` is a JAX primitive whose lowering is ``lax.conv_general_dilated`` in
-canonical form and whose transposes are written as canonical convolutions of transposed
-operands (bilinear in ``(x, w)``, so forward mode, reverse mode and their compositions all
-stay canonical):
+canonical form and whose transposes are written as a canonical convolution (input) and
+matrix products (kernel); it is bilinear in ``(x, w)``, so forward mode, reverse mode and
+their compositions all stay in these forms:
 
 * input cotangent: ``x_bar = conv(y_bar, flip(w)^T)`` with the padding mirrored
   (``k - 1 - p``);
@@ -55,13 +55,19 @@ def canonical_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int,
     """Stride-1 convolution of an NHWC ``x`` with an HWIO ``kernel``; ``padding`` is
     ``((top, bottom), (left, right))`` with ``0 <= pad <= kernel size - 1``. The same numbers
     as ``lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC",
-    "HWIO", "NHWC"))``; every derivative is again a canonical convolution (module docstring)."""
+    "HWIO", "NHWC"))``; every derivative is again a canonical convolution or a matrix product
+    (module docstring)."""
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
     return canonical_conv_p.bind(x, kernel, padding=pads)
 
 
 def _lax_conv(x, kernel, padding):
     return lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=DIMENSION_NUMBERS)
+
+
+def _impl(x, kernel, *, padding):
+    """Evaluation and lowering: the canonical ``lax`` convolution."""
+    return _lax_conv(x, kernel, padding)
 
 
 def _abstract_eval(x, kernel, *, padding):
@@ -111,13 +117,11 @@ def _batch_rule(args, dims, *, padding):
     return lax.map(lambda xk: canonical_conv(xk[0], xk[1], padding), (x, kernel)), 0
 
 
-canonical_conv_p.def_impl(lambda x, kernel, *, padding: _lax_conv(x, kernel, padding))
+canonical_conv_p.def_impl(_impl)
 canonical_conv_p.def_abstract_eval(_abstract_eval)
 ad.defbilinear(canonical_conv_p, _input_cotangent, _kernel_cotangent)
 batching.primitive_batchers[canonical_conv_p] = _batch_rule
-mlir.register_lowering(
-    canonical_conv_p, mlir.lower_fun(lambda x, kernel, *, padding: _lax_conv(x, kernel, padding), multiple_results=False)
-)
+mlir.register_lowering(canonical_conv_p, mlir.lower_fun(_impl, multiple_results=False))
 
 
 def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
