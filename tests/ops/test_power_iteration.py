@@ -270,3 +270,53 @@ def test_trace_power_bound_brackets_the_top_eigenvalue(d, complex_):
     assert bound[3] == 0
     np.testing.assert_array_less(top * (1 - 1e-5) - 1e-30, bound + 1e-30)  # upper bound (float32 rounding)
     np.testing.assert_array_less(bound, top * slack * (1 + 1e-5) + 1e-30)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 6])
+def test_small_jacobi_svd_matches_lapack(k):
+    from flowjax_res.ops.power_iteration import _small_svd
+
+    rng = np.random.default_rng(k)
+    for b in (rng.normal(size=(k, k)), np.outer(rng.normal(size=k), rng.normal(size=k)), np.zeros((k, k))):
+        b = jnp.asarray(b, jnp.float32)
+        p, sig, qt = jax.jit(_small_svd)(b)
+        ref = np.linalg.svd(np.asarray(b, np.float64), compute_uv=False)
+        # float32 with a few rotations per entry: errors of a few ulps of the largest value
+        tol = 1e-5 * max(float(ref[0]), 1e-30) + 1e-30
+        np.testing.assert_allclose(np.asarray(sig), ref, atol=tol)
+        assert np.all(np.diff(np.asarray(sig)) <= tol)
+        np.testing.assert_allclose(np.asarray(p @ jnp.diag(sig) @ qt), np.asarray(b), atol=tol)
+        np.testing.assert_allclose(np.asarray(qt @ qt.T), np.eye(k), atol=1e-5)
+
+
+def test_orthonormal_rows_handles_dependent_and_zero_rows():
+    from flowjax_res.ops.power_iteration import _orthonormal_rows
+
+    x = jax.random.normal(jax.random.key(0), (4, 3, 5))
+    x = x.at[2].set(2 * x[0] - x[1]).at[3].set(0.0)
+    q = _orthonormal_rows(x).reshape(4, -1)
+    np.testing.assert_allclose(np.asarray(q @ q.T), np.eye(4), atol=1e-5)
+    # the span of the independent rows is kept: rows 0 and 1 span x[0], x[1]
+    a = np.asarray(x[:2].reshape(2, -1))
+    proj = np.asarray(q[:2]).T @ np.asarray(q[:2])
+    np.testing.assert_allclose(a @ proj, a, atol=1e-5)
+
+
+def test_block_power_iteration_calls_no_lapack():
+    """jaxlib 0.10's CPU LAPACK kernels split a batch over XLA's intra-op pool and block on
+    it: two such calls at once on a 2-thread pool deadlock (seen in a 2-device evaluation).
+    The power iteration of every forward pass, vmapped over a stack of layers, must compile
+    to plain array operations."""
+    from flowjax_res.ops.power_iteration import init_power_blocks, subspace_iteration
+
+    def one(kernel, key):
+        u, v = init_power_blocks(key, 4, (6,), (7,))
+        return subspace_iteration(lambda w, x: x @ w, kernel, u, v, rtol=1e-4, max_iters=50)[0]
+
+    kernels = jax.random.normal(jax.random.key(0), (3, 7, 6))
+    keys = jax.random.split(jax.random.key(1), 3)
+    hlo = jax.jit(jax.vmap(one)).lower(kernels, keys).compile().as_text()
+    assert "lapack" not in hlo.lower(), "a LAPACK custom call in the power iteration"
+    sig = jax.jit(jax.vmap(one))(kernels, keys)
+    ref = [_top_sv(k) for k in kernels]
+    np.testing.assert_allclose(np.asarray(sig), ref, rtol=1e-3)
