@@ -86,12 +86,20 @@ def main() -> None:
             if model == "glow" and dataset_info(dataset).kind == "toy":
                 continue
             for preset in args.presets.split(","):
-                row = measure(model, preset, dataset, args.batch)
+                try:
+                    row = measure(model, preset, dataset, args.batch)
+                except ValueError as e:  # a preset that cannot take this shape (reported, not hidden)
+                    row = dict(model=model, preset=preset, dataset=dataset, shape=list(dataset_info(dataset).shape),
+                               batch=args.batch, error=str(e))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     lines = ["| model | preset | data shape | parameters | build + ActNorm init (s) | first step, compile included (s) "
              "| second step (s) | finite |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['preset']} | {'x'.join(map(str, r['shape']))} | cannot build: "
+                         f"{r['error']} | | | | |")
+            continue
         lines.append(f"| {r['model']} | {r['preset']} | {'x'.join(map(str, r['shape']))} | {r['n_params']:,} "
                      f"| {r['build_s']:.1f} | **{r['first_step_s']:.1f}** | {r['second_step_s']:.2f} | {r['finite']} |")
     print("\n".join(lines))
