@@ -184,81 +184,11 @@ def power_iteration(
     return sigma, u, v, info
 
 
-# Sweeps of the one-sided Jacobi SVD of the k x k Rayleigh--Ritz matrix (converges
-# quadratically; near-diagonal after the first power iterations of a warm start).
-_JACOBI_SWEEPS = 6
-
-
 def _orthonormal_rows(x: jax.Array) -> jax.Array:
-    """Orthonormalise the ``k`` rows of ``x`` (shape ``(k, *shape)``) by modified
-    Gram--Schmidt, twice ("twice is enough": Giraud, Langou & Rozloznik, 2005), in plain
-    array operations. A row whose remainder vanishes (a rank-deficient block, e.g. a zero
-    kernel) is replaced by a fixed generic vector orthogonalised the same way, so the rows
-    stay orthonormal and a later warm start can recover.
-
-    No LAPACK call on purpose: jaxlib 0.10's CPU LAPACK kernels (QR, SVD, eigh, LU) split
-    their batch over XLA's intra-op thread pool and block until it is done, so two of them
-    running concurrently on a 2-thread pool (independent layers, or two devices of a
-    data-parallel evaluation) wait for each other forever (observed: ``flowjax-res train
-    --devices 2`` hung in its final evaluation with both pool threads inside ``sgeqrf``).
-    """
+    """Orthonormalise the ``k`` rows of ``x`` (shape ``(k, *shape)``) by a reduced QR."""
     k = x.shape[0]
-    m = x.reshape(k, -1)
-    n = m.shape[1]
-    tiny = 100 * jnp.finfo(m.dtype).eps
-
-    def orthogonalise(w, rows):
-        for _ in range(2):
-            for q in rows:
-                w = w - jnp.vdot(q, w) * q
-        return w
-
-    rows: list[jax.Array] = []
-    for i in range(k):
-        w = orthogonalise(m[i], rows)
-        fallback = orthogonalise(jnp.cos(0.5 + (i + 1) * 1.6180339887 * jnp.arange(n, dtype=jnp.float32)).astype(m.dtype),
-                                 rows)
-        nw = jnp.linalg.norm(w)
-        bad = ~(nw > tiny * jnp.linalg.norm(m[i])) | ~jnp.isfinite(nw)
-        w = jnp.where(bad, fallback, w)
-        rows.append(w / jnp.maximum(jnp.linalg.norm(w), _EPS))
-    return jnp.stack(rows).reshape(x.shape)
-
-
-def _small_svd(b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(p, sigma, qt)`` with ``b = p @ diag(sigma) @ qt``, ``sigma`` decreasing, for the
-    small real ``k x k`` Rayleigh--Ritz matrix, by one-sided Jacobi (Hestenes, 1958): plane
-    rotations of column pairs until the columns are orthogonal; ``sigma`` are their norms.
-    Plain array operations, no LAPACK (see :func:`_orthonormal_rows`). Columns with
-    ``sigma = 0`` give zero columns of ``p``."""
-    k = b.shape[0]
-    if jnp.iscomplexobj(b):
-        return jnp.linalg.svd(b)
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    eps = jnp.finfo(b.dtype).eps
-
-    def sweep(_, carry):
-        g, v = carry
-        for i, j in pairs:
-            gi, gj = g[:, i], g[:, j]
-            alpha, beta, gamma = gi @ gi, gj @ gj, gi @ gj
-            skip = jnp.abs(gamma) <= eps * jnp.sqrt(alpha * beta)
-            safe = jnp.where(skip, 1.0, gamma)
-            zeta = (beta - alpha) / (2 * safe)
-            t = jnp.where(zeta >= 0, 1.0, -1.0) / (jnp.abs(zeta) + jnp.sqrt(1 + zeta * zeta))
-            c = jnp.where(skip, 1.0, 1 / jnp.sqrt(1 + t * t))
-            s = jnp.where(skip, 0.0, c * t)
-            g = g.at[:, i].set(c * gi - s * gj).at[:, j].set(s * gi + c * gj)
-            vi, vj = v[:, i], v[:, j]
-            v = v.at[:, i].set(c * vi - s * vj).at[:, j].set(s * vi + c * vj)
-        return g, v
-
-    g, v = lax.fori_loop(0, _JACOBI_SWEEPS if pairs else 0, sweep, (b, jnp.eye(k, dtype=b.dtype)))
-    sig = jnp.sqrt(jnp.sum(g * g, axis=0))
-    order = jnp.argsort(-sig)
-    sig, g, v = sig[order], g[:, order], v[:, order]
-    p = g / jnp.where(sig > 0, sig, 1.0)
-    return p, sig, v.T
+    q, _ = jnp.linalg.qr(x.reshape(k, -1).T)
+    return q.T.reshape(x.shape)
 
 
 def subspace_iteration(
@@ -327,7 +257,7 @@ def subspace_iteration(
         av = block_matvec(v_new)
         u_new = _orthonormal_rows(av)
         b = u_new.reshape(k, -1) @ av.reshape(k, -1).T  # b[i, j] = u_i . A v_j
-        p, sig, qt = _small_svd(b)
+        p, sig, qt = jnp.linalg.svd(b)
         u_new = (p.T @ u_new.reshape(k, -1)).reshape(u.shape)
         v_new = (qt @ v_new.reshape(k, -1)).reshape(v.shape)
         ok = jnp.all(jnp.isfinite(sig))
