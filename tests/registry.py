@@ -35,6 +35,8 @@ class Case:
     checks_shape: bool = True
     # Some bijectors (e.g. a shuffle) are cheap to invert exactly; all are tested.
     jacobian: bool = True
+    # Left out of the default suite (run with -m slow) where a cheaper case covers the same parts.
+    slow: bool = False
 
     def inputs(self, key: jax.Array, batch: int) -> jax.Array:
         return self.offset + self.scale * jax.random.normal(key, (batch, *self.shape))

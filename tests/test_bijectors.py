@@ -15,7 +15,12 @@ from flax import nnx
 from tests.registry import all_cases
 
 CASES = all_cases()
-IDS = [c.name for c in CASES]
+
+
+def _params(cases):
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else []) for c in cases]
+
+
 KEY = jax.random.key(0)
 
 
@@ -23,7 +28,7 @@ def _build(case):
     return case.make(jax.random.key(1))
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", _params(CASES))
 def test_roundtrip(case):
     bij = _build(case)
     x = case.inputs(KEY, 3)
@@ -33,7 +38,7 @@ def test_roundtrip(case):
     np.testing.assert_allclose(np.asarray(x_back), np.asarray(x), atol=case.roundtrip_atol, rtol=0)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.jacobian], ids=[c.name for c in CASES if c.jacobian])
+@pytest.mark.parametrize("case", _params([c for c in CASES if c.jacobian]))
 def test_logdet_matches_dense_jacobian(case):
     bij = _build(case)
     x = case.inputs(KEY, 2)
@@ -51,7 +56,7 @@ def test_logdet_matches_dense_jacobian(case):
         np.testing.assert_allclose(float(log_det[i]), float(ref), atol=case.logdet_atol, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", _params(CASES))
 def test_jit_matches_eager(case):
     bij = _build(case)
     x = case.inputs(KEY, 3)
@@ -66,7 +71,7 @@ def test_jit_matches_eager(case):
     np.testing.assert_allclose(np.asarray(ld1), np.asarray(ld0), atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", _params(CASES))
 def test_batch_invariance(case):
     bij = _build(case)
     x = case.inputs(KEY, 3)
@@ -77,7 +82,7 @@ def test_batch_invariance(case):
         np.testing.assert_allclose(float(ldi[0]), float(ld[i]), atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.checks_shape], ids=[c.name for c in CASES if c.checks_shape])
+@pytest.mark.parametrize("case", _params([c for c in CASES if c.checks_shape]))
 def test_wrong_shape_raises(case):
     bij = _build(case)
     bad = jnp.zeros((2, *case.shape[:-1], case.shape[-1] + 1))

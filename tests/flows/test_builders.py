@@ -24,6 +24,7 @@ def _blocks(module):
     return [m for _, m in nnx.iter_graph(module) if isinstance(m, ResidualBlock)]
 
 
+@pytest.mark.slow  # 28 s; tests/test_bijectors.py checks the multiscale flows' log-det against the Jacobian
 def test_full_image_model_logprob_is_exact_change_of_variables():
     """Dequantise + scale + logit + multi-scale Residual Flow (exact log-dets): log p(x + u)
     equals log N(z) + log|det dz/dx| from the dense Jacobian, and bpd follows."""
