@@ -23,7 +23,10 @@ Three ways to obtain the norm, in decreasing strength of what they promise:
   combination of points where a closed form is known bounds the norm from above. For
   ``p > q`` the dimension factors ``||y||_q <= m^{1/q - 1/p} ||y||_p`` (outputs) and
   ``||x||_q <= n^{1/q - 1/p} ||x||_p`` (inputs) bring the bound back to the diagonal.
-  Cheap (no iteration), differentiable, and never below the true norm.
+  The two closed-form edges are evaluated once on a grid and bounded by their chords in
+  between (each is log-convex), the spectral point by the trace-power bound (matrix
+  products). Cheap (no iteration, no LAPACK call), differentiable, and never below the
+  true norm.
 - **The generalised power method** (:func:`induced_norm`; Boyd, 1974; Higham, 1992,
   "Estimating the matrix p-norm"; the iteration of Johnston's QETLAB
   ``InducedMatrixNorm`` that the Residual Flows code uses): with ``dual_r(y)`` the unit
@@ -65,7 +68,6 @@ from flowjax_res.ops.power_iteration import (
     Padding,
     check_conv_padding,
     check_conv_strides,
-    conv_apply,
     conv_output_shape,
     conv_pads,
     psd_top_eigenvalue_bound,
