@@ -88,7 +88,9 @@ def main() -> None:
             for preset in args.presets.split(","):
                 try:
                     row = measure(model, preset, dataset, args.batch)
-                except ValueError as e:  # a preset that cannot take this shape (reported, not hidden)
+                except ValueError as e:
+                    if "input_shape" not in str(e):  # only a preset that cannot take this shape is a row
+                        raise
                     row = dict(model=model, preset=preset, dataset=dataset, shape=list(dataset_info(dataset).shape),
                                batch=args.batch, error=str(e))
                 rows.append(row)

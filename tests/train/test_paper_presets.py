@@ -16,8 +16,9 @@ from flowjax_res.train.config import TrainConfig
 from flowjax_res.train.loop import prepare_run
 from flowjax_res.train.run import Data
 
-# The i-ResNet and Glow paper presets (3 scales, i-ResNet with an initial squeeze) need a side divisible by 8: 28x28 fails at
-# the third squeeze (the official code pads MNIST to 32x32; issue 14's iresnet-mnist preset).
+# The i-ResNet and Glow paper presets (3 scales; i-ResNet with an initial squeeze) need a side
+# divisible by 8: 28x28 fails at the third squeeze (the official code pads MNIST to 32x32; issue
+# 14's iresnet-mnist preset).
 _IRESNET_28 = pytest.param("iresnet", "mnist5k", marks=pytest.mark.xfail(
     raises=ValueError, strict=True, reason="7x7 cannot be squeezed; needs MNIST padded to 32x32 (issue 14)"))
 _GLOW_28 = pytest.param("glow", "mnist5k", marks=pytest.mark.xfail(
