@@ -41,7 +41,7 @@ from flowjax_res.train.state import create_train_state
 from flowjax_res.train.step import bpd_objective, make_train_step, nll_objective
 
 HERE = pathlib.Path(__file__).resolve().parent
-VARIANTS = {"spectral": {}, "learned/power": {"learn_p": True},
+VARIANTS = {"spectral": {}, "learned/power": {"learn_p": True, "mixed_bound": "power"},
             "learned/certified": {"learn_p": True, "mixed_bound": "certified"}}
 
 

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--learn-p", action="store_true", default=None,
                    help="learn the orders (starting from --norm-orders, default 2) through the training loss")
     g.add_argument("--mixed-bound", choices=("power", "certified"),
-                   help="how a mixed norm without closed form is computed: power (generalised power method, an "
-                        "estimate; default) or certified (a Riesz-Thorin upper bound)")
+                   help="how a mixed norm without closed form is computed: certified (default; a Riesz-Thorin upper "
+                        "bound, the Lipschitz bound holds by construction) or power (the paper's generalised "
+                        "power method, an estimate from below)")
     g.add_argument("--set", dest="model_args", action="append", type=_model_arg, metavar="FIELD=VALUE",
                    help="any other field of the model's config, repeatable; VALUE is read as JSON when it parses "
                         "(e.g. --set n_blocks=4 --set actnorm=false --set hidden=[64,64] --set batch_chunks=2), "

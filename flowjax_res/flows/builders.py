@@ -121,7 +121,7 @@ class _BlockFields:
     # the orders of the layers' domains in each block (None: spectral norms), learned or not.
     norm_orders: tuple[float, ...] | None = None
     learn_p: bool = False
-    mixed_bound: str = "power"
+    mixed_bound: str = "certified"
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)

@@ -235,7 +235,7 @@ class ResidualBlock(Bijector):
         lipschitz_vectors: int | None = None,
         norm_orders: Sequence[float] | str | None = None,
         learn_p: bool = False,
-        mixed_bound: str = "power",
+        mixed_bound: str = "certified",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -254,8 +254,9 @@ class ResidualBlock(Bijector):
         :func:`~flowjax_res.layers.mixed_lipschitz.resolve_norm_orders`), layer ``i``
         mapping order ``p_i`` to ``p_{i+1}`` and the last back to ``p_1``, so that
         ``Lip(g) <= coeff^L`` in the ``p_1``-norm; ``learn_p`` learns every order
-        (starting from ``norm_orders``, default all 2); ``mixed_bound`` is ``"power"``
-        (generalised power method, an estimate) or ``"certified"`` (an upper bound). A
+        (starting from ``norm_orders``, default all 2); ``mixed_bound`` is ``"certified"``
+        (default: a Riesz--Thorin upper bound, the block bound holds by construction) or
+        ``"power"`` (the paper's generalised power method, an estimate from below). A
         layer whose orders are both fixed at 2 is a spectral
         :class:`~flowjax_res.layers.lipschitz.LipschitzDense`, so ``norm_orders=(2,
         2, 2)`` without ``learn_p`` is the default block.
@@ -294,7 +295,7 @@ class ResidualBlock(Bijector):
         conv_norm: str = "fourier",
         norm_orders: Sequence[float] | str | None = None,
         learn_p: bool = False,
-        mixed_bound: str = "power",
+        mixed_bound: str = "certified",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:

@@ -70,9 +70,9 @@ class TrainConfig:
         builder when not ``None`` (log-det estimator settings and Lipschitz coefficient).
       norm_orders, learn_p, mixed_bound: induced mixed norms (Residual Flows, Sec. 3.4):
         the orders of the domains of each residual block's layers (``None``: spectral
-        norms), whether to learn them, and ``"power"`` (estimate) or ``"certified"``
-        (upper bound) where no closed form exists; passed to the builder when set (see
-        :mod:`flowjax_res.layers.mixed_lipschitz`).
+        norms), whether to learn them, and ``"certified"`` (the builders' default: an
+        upper bound) or ``"power"`` (the paper's estimate) where no closed form exists;
+        passed to the builder when set (see :mod:`flowjax_res.layers.mixed_lipschitz`).
       permutation, decomposition, coupling: Glow overrides passed to the builder when
         not ``None`` (see :mod:`flowjax_res.flows.glow`).
       devices: number of devices (the first of ``jax.devices()``) the batch is sharded

@@ -124,8 +124,8 @@ def _toy_batch(key, n=128):
 def trained_block():
     """A dense block with learned orders, trained (Adam, lr 5e-2, 40 steps) to map a
     3-component mixture towards a standard normal: the orders move away from 2."""
-    block = ResidualBlock.dense(3, (16, 16), coeff=0.9, norm_orders=(2.0,), learn_p=True, rngs=nnx.Rngs(3),
-                                logdet={"estimator": "exact"})
+    block = ResidualBlock.dense(3, (16, 16), coeff=0.9, norm_orders=(2.0,), learn_p=True, mixed_bound="power",
+                                rngs=nnx.Rngs(3), logdet={"estimator": "exact"})
     opt = nnx.Optimizer(block, optax.adam(5e-2), wrt=nnx.Param)
 
     @nnx.jit
