@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "~/tensorflow_datasets); prepare with `tfds build NAME --data_dir DIR "
                                       "--file_format array_record` or `python -m flowjax_res.data.tfds_local`")
     g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow' (default {d.model})")
-    g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset})")
+    g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset}); or an official "
+                                    "run, which also sets the model, data set and training settings not given: "
+                                    "paper-mnist, paper-cifar10, paper-imagenet32, paper-imagenet64, paper-celebahq "
+                                    "(Residual Flows), iresnet-cifar10, iresnet-mnist, emerging-cifar10, "
+                                    "emerging-imagenet32")
     g = t.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"total optimiser steps (default {d.steps})")
     g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -257,6 +261,10 @@ def _cmd_train(args) -> int:
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
     else:
+        from flowjax_res.train.paper_presets import PAPER_PRESETS, paper_train_fields
+
+        if given.get("preset") in PAPER_PRESETS:  # an official run: its model, data and training settings
+            given = paper_train_fields(given["preset"], given)
         cfg = TrainConfig(**given)
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written

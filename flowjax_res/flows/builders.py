@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 MODELS = ("resflow", "iresnet")
-PRESET_NAMES = ("tiny", "small", "paper")
 
 
 # The flat estimator fields of the configs below, passed to LogDetConfig under the same names.
@@ -122,6 +121,9 @@ class _BlockFields:
     norm_orders: tuple[float, ...] | None = None
     learn_p: bool = False
     mixed_bound: str = "certified"
+    # Pre-activation blocks (the official Residual Flows ``--preact True`` and i-ResNet):
+    # the activation also before the first layer of every residual branch.
+    preact: bool = False
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -133,8 +135,9 @@ class _BlockFields:
         if self.n_power_iters > self.lipschitz_max_iters:
             raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= lipschitz_max_iters "
                              f"({self.lipschitz_max_iters})")
-        if not isinstance(self.actnorm, bool):
-            raise TypeError(f"actnorm must be a bool, got {self.actnorm!r}")
+        for name in ("actnorm", "preact"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.scan is not None and not isinstance(self.scan, bool):
             raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
         if self.scan_unroll is not None:
@@ -153,7 +156,7 @@ class _BlockFields:
             activation=self.activation, coeff=self.coeff, n_power_iters=self.n_power_iters,
             lipschitz_rtol=self.lipschitz_tol, lipschitz_max_iters=self.lipschitz_max_iters,
             lipschitz_vectors=self.lipschitz_vectors, logdet=self.logdet_config(), eval_logdet=self.eval_logdet, inverse=self.inverse,
-            norm_orders=self.norm_orders, learn_p=self.learn_p, mixed_bound=self.mixed_bound,
+            norm_orders=self.norm_orders, learn_p=self.learn_p, mixed_bound=self.mixed_bound, preact=self.preact,
         )
 
     def dense_block_kwargs(self) -> dict[str, Any]:
@@ -184,9 +187,15 @@ class ImageFlowConfig(_BlockFields):
     ``n_scales`` stages of ``n_blocks`` convolutional residual blocks with
     ``hidden_channels`` and ``kernel_sizes``; ``factor_out`` half of the channels after
     each squeeze; ``initial_squeeze`` before the first stage; ``n_fc_blocks`` dense
-    residual blocks with ``fc_hidden`` units on the flattened last scale; pre-processing
-    for ``n_levels`` integer levels with the logit of ``logit_alpha`` (``None``: no
-    logit, data shifted to ``[-0.5, 0.5]``).
+    residual blocks with ``fc_hidden`` units on the flattened last scale (with ActNorm
+    between them when ``fc_actnorm``, else none); pre-processing for ``n_levels`` integer
+    levels with the logit of ``logit_alpha`` (``None``: no logit, data shifted to
+    ``[-0.5, 0.5]``). ``first_resblock``: the first block of the network has no
+    pre-activation (it is built apart from the scanned stack: ``ActNorm -> block ->
+    ActNorm``, then the other ``n_blocks - 1``), and only the first scale has a leading
+    ActNorm, the FC tail none (the official Residual Flows ``--first-resblock True``,
+    lib/resflow.py); otherwise every scale and the FC tail start with an ActNorm. ``base``: ``"normal"`` (standard normal latent) or ``"diagonal"``
+    (a learned mean and scale per latent dimension: i-ResNet's learned prior).
     """
 
     n_levels: int = 256
@@ -201,6 +210,9 @@ class ImageFlowConfig(_BlockFields):
     fc_hidden: tuple[int, ...] = (128, 128)
     conv_norm: str = "fourier"
     fc_norm_orders: tuple[float, ...] | None = None
+    fc_actnorm: bool = True
+    first_resblock: bool = False
+    base: str = "normal"
 
     def dense_block_kwargs(self) -> dict[str, Any]:
         """The FC blocks' settings: their orders are ``fc_norm_orders``, or ``norm_orders``
@@ -221,6 +233,10 @@ class ImageFlowConfig(_BlockFields):
         check_positive_int("hidden_channels", self.hidden_channels)
         check_nonnegative_int("n_fc_blocks", self.n_fc_blocks)
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
+        for name in ("fc_actnorm", "first_resblock"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_choice("base", self.base, ("normal", "diagonal"))
         if self.n_fc_blocks and self.norm_orders is not None and self.fc_norm_orders is None:
             n_fc = len(self.fc_hidden) + 1
             if len(self.norm_orders) not in (1, n_fc):
@@ -254,17 +270,86 @@ _RESFLOW_COMMON = dict(activation="lipswish", coeff=0.98, estimator="roulette", 
 _IRESNET_COMMON = dict(activation="elu", coeff=0.9, estimator="series", n_terms=5, logit_alpha=None,
                        factor_out=False, initial_squeeze=True, n_fc_blocks=0)
 
+# The official Residual Flows image runs, field by field (rtqichen/residual-flows:
+# train_img.py's argparse defaults, which its README commands change only where noted below;
+# the model builder lib/resflow.py; the estimator lib/layers/iresblock.py):
+_RESFLOW_OFFICIAL = dict(
+    activation="lipswish",              # --act swish (x sigmoid(softplus(beta) x) / 1.1)
+    coeff=0.98,                         # --coeff 0.98
+    norm_orders=None,                   # --vnorms 2222: spectral norms
+    lipschitz_tol=1e-3,                 # --sn-tol 1e-3 (--n-lipschitz-iters None: to tolerance)
+    lipschitz_max_iters=200,            # max_itrs = 200 (lib/layers/base/mixed_lipschitz.py)
+    preact=True,                        # --preact True: ACT -> 3x3 -> ACT -> 1x1 -> ACT -> 3x3
+    first_resblock=True,                # --first-resblock True: the network's first block has no leading ACT
+    actnorm=True,                       # README: --actnorm True; after every block
+    fc_actnorm=True,                    # FC tail: `if actnorm or fc_actnorm` adds ActNorm1d after each FC block
+    estimator="roulette",               # --n-power-series None: unbiased Russian roulette
+    dist="poisson", lam=2.0,            # --n-dist poisson; lamb = 2 (iResBlock default, never passed)
+    n_exact_terms=2,                    # --n-exact-terms 2 (Poisson: the same estimator as ours, LogDetConfig)
+    probe="gaussian", n_probes=1,       # torch.randn_like; --n-samples 1
+    gradient="neumann_bif",             # --neumann-grad True --mem-eff True
+    logit_alpha=0.05,                   # LogitTransform(0.05) (CIFAR-10, ImageNet, CelebA-HQ)
+    n_scales=3, n_blocks=16,            # --nblocks 16-16-16
+    hidden_channels=512,                # --idim 512
+    kernel_sizes=(3, 1, 3),             # --kernels 3-1-3
+    factor_out=False,                   # --factor-out False
+    initial_squeeze=False,              # --squeeze-first False
+    n_fc_blocks=4, fc_hidden=(128, 128),  # --fc-end True, fc_nblocks = 4, --fc-idim 128, 2 hidden layers
+)
+# The official i-ResNet density run (jhjacobsen/invertible-resnet: scripts/dens_est_cifar.sh,
+# CIFAR_main.py defaults, models/conv_iResNet.py):
+_IRESNET_OFFICIAL = dict(
+    activation="elu",                   # --nonlin elu
+    coeff=0.9,                          # --coeff 0.9
+    preact=True,                        # conv_iresnet_block: ELU before the first conv (input_nonlin)
+    conv_norm="operator",               # spectral_norm_conv: power iteration on the conv operator
+    n_power_iters=5,                    # --powerIterSpectralNorm 5 per forward (ours: at least 5, then to tolerance)
+    actnorm=True,                       # ActNorm on (no -noActnorm); before each block there, after it here
+    estimator="series", n_terms=5,      # --numSeriesTerms 5: truncated power series (biased)
+    probe="gaussian", n_probes=1,       # --numTraceSamples 1, torch.randn
+    gradient="autodiff",                # create_graph=True: backprop through the 5 terms
+    logit_alpha=None,                   # inputs (x + U) / 256 - 0.5, no logit
+    initial_squeeze=True,               # --init_ds 2
+    factor_out=True,                    # -multiScale: Split() half the channels after each scale but the last
+    base="diagonal",                    # learned prior (prior_mu, prior_logstd; no -fixedPrior)
+    n_scales=3, n_blocks=16,            # --nBlocks 16 16 16 --nStrides 1 2 2
+    hidden_channels=512,                # --nChannels 512 512 512
+    kernel_sizes=(3, 1, 3),             # 3x3 -> 1x1 -> 3x3
+    n_fc_blocks=0,
+)
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "resflow/image": {
         "tiny": dict(_RESFLOW_COMMON, n_scales=2, n_blocks=1, hidden_channels=8, n_fc_blocks=1, fc_hidden=(16,)),
         "small": dict(_RESFLOW_COMMON, n_scales=2, n_blocks=3, hidden_channels=32, n_fc_blocks=2, fc_hidden=(64,)),
         "paper": dict(_RESFLOW_COMMON, n_scales=3, n_blocks=16, hidden_channels=512, n_fc_blocks=4,
                       fc_hidden=(128, 128), n_power_iters=5),
+        # README: python train_img.py --data mnist --imagesize 28 --actnorm True --wd 0
+        "paper-mnist": dict(_RESFLOW_OFFICIAL, logit_alpha=1e-6),  # LogitTransform(1e-6) for MNIST
+        # README: python train_img.py --data cifar10 --actnorm True
+        "paper-cifar10": dict(_RESFLOW_OFFICIAL),
+        # README: python train_img.py --data imagenet32 --actnorm True --nblocks 32-32-32
+        "paper-imagenet32": dict(_RESFLOW_OFFICIAL, n_blocks=32),
+        # README: python train_img.py --data imagenet64 --imagesize 64 --actnorm True --nblocks 32-32-32
+        #         --factor-out True --squeeze-first True
+        "paper-imagenet64": dict(_RESFLOW_OFFICIAL, n_blocks=32, factor_out=True, initial_squeeze=True),
+        # README: python train_img.py --data celebahq --imagesize 256 --nbits 5 --actnorm True --act elu
+        #         --batchsize 8 --update-freq 5 --n-exact-terms 8 --fc-end False --factor-out True
+        #         --squeeze-first True --nblocks 16-16-16-16-16-16   (5 bits: the data set's n_levels = 32)
+        "paper-celebahq": dict(_RESFLOW_OFFICIAL, activation="elu", n_exact_terms=8, n_fc_blocks=0, factor_out=True,
+                               initial_squeeze=True, n_scales=6),
     },
     "iresnet/image": {
         "tiny": dict(_IRESNET_COMMON, n_scales=2, n_blocks=1, hidden_channels=8),
         "small": dict(_IRESNET_COMMON, n_scales=2, n_blocks=3, hidden_channels=32),
         "paper": dict(_IRESNET_COMMON, n_scales=3, n_blocks=16, hidden_channels=512, n_power_iters=5),
+        # scripts/dens_est_cifar.sh: python CIFAR_main.py --nBlocks 16 16 16 --nStrides 1 2 2 --nChannels 512 512
+        #   512 --coeff 0.9 -densityEstimation -multiScale --lr 0.003 --weight_decay 0. --numSeriesTerms 5
+        #   --dataset cifar10 --batch 128 --warmup_epochs 1
+        "iresnet-cifar10": dict(_IRESNET_OFFICIAL),
+        # No MNIST script in the repository: CIFAR_main.py pads MNIST by 2 to 32x32 and tiles it to 3
+        # channels (input 32x32x3), with the CIFAR-10 architecture (the paper's Sec. 5 uses one design).
+        "iresnet-mnist": dict(_IRESNET_OFFICIAL),
     },
     "resflow/toy": {
         "tiny": dict(n_blocks=2, hidden=(32, 32)),
@@ -281,7 +366,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _config(cls, table: str, preset: str, overrides: dict[str, Any]):
-    check_choice("preset", preset, PRESET_NAMES)
+    if preset not in PRESETS[table]:
+        model = table.split("/")[0]
+        elsewhere = [t.split("/")[0] for t, presets in PRESETS.items() if preset in presets]
+        hint = f" (it is a preset of model {elsewhere[0]!r})" if elsewhere else ""
+        raise ValueError(f"preset must be one of {sorted(PRESETS[table])} for model {model!r} on "
+                         f"{table.split('/')[1]} data, got {preset!r}{hint}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
@@ -329,29 +419,32 @@ def _conv_unroll(cfg: _BlockFields) -> int | bool:
 
 
 def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields, *,
-           scan: bool = True, unroll: int | bool = 1) -> list:
-    """``[ActNorm] + [block, ActNorm] x n`` (the ActNorms if ``cfg.actnorm``); with
-    ``scan`` the ``n`` repeated units are one :class:`ResidualStack` (the same
-    parameters, drawn in the same order by ``make_block``)."""
+           scan: bool = True, unroll: int | bool = 1, actnorm: bool | None = None, lead: bool = True) -> list:
+    """``[ActNorm] + [block, ActNorm] x n`` (the ActNorms if ``actnorm``, default
+    ``cfg.actnorm``; the leading one only if ``lead``); with ``scan`` the ``n`` repeated
+    units are one :class:`ResidualStack` (the same parameters, drawn in the same order by
+    ``make_block``)."""
+    actnorm = cfg.actnorm if actnorm is None else actnorm
 
     def unit():
-        return Flow([make_block(), ActNorm(channels)]) if cfg.actnorm else make_block()
+        return Flow([make_block(), ActNorm(channels)]) if actnorm else make_block()
 
-    layers: list = [ActNorm(channels)] if cfg.actnorm else []
+    layers: list = [ActNorm(channels)] if actnorm and lead else []
     if scan:
         layers.append(ResidualStack.build(n, unit, unroll=unroll))
         return layers
     for _ in range(n):
         layers.append(make_block())
-        if cfg.actnorm:
+        if actnorm:
             layers.append(ActNorm(channels))
     return layers
 
 
-def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs) -> list:
+def _dense_stack(dim: int, n_blocks: int, hidden: Sequence[int], cfg: _BlockFields, rngs: nnx.Rngs, *,
+                 actnorm: bool | None = None, lead: bool = True) -> list:
     """The dense residual blocks of a flow on ``dim``-vectors (see :func:`_units`)."""
     return _units(n_blocks, lambda: ResidualBlock.dense(dim, hidden, rngs=rngs, **cfg.dense_block_kwargs()), dim, cfg,
-                  scan=cfg.scan is not False, unroll=cfg.scan_unroll or 1)
+                  scan=cfg.scan is not False, unroll=cfg.scan_unroll or 1, actnorm=actnorm, lead=lead)
 
 
 def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: nnx.Rngs) -> FlowDistribution:
@@ -367,23 +460,31 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
     stage_shapes = multiscale_shapes(shape, cfg.n_scales, factor_out=cfg.factor_out,
                                      initial_squeeze=cfg.initial_squeeze)
     stages = []
-    for s in stage_shapes:
-        def block(s=s):
+    for i, s in enumerate(stage_shapes):
+        def block(s=s, **kw):
             return ResidualBlock.conv(s, cfg.hidden_channels, cfg.kernel_sizes, conv_norm=cfg.conv_norm, rngs=rngs,
-                                      **cfg.block_kwargs())
+                                      **{**cfg.block_kwargs(), **kw})
 
         scan = cfg.n_blocks > SCAN_MIN_BLOCKS if cfg.scan is None else cfg.scan
-        stages.append(Flow(_units(cfg.n_blocks, block, s[-1], cfg, scan=scan, unroll=_conv_unroll(cfg))))
+        first: list = []
+        n = cfg.n_blocks
+        if cfg.first_resblock and i == 0:  # [ActNorm], the first block without pre-activation, [ActNorm]
+            first = [ActNorm(s[-1]), block(preact=False), ActNorm(s[-1])] if cfg.actnorm else [block(preact=False)]
+            n -= 1
+        units = _units(n, block, s[-1], cfg, scan=scan, unroll=_conv_unroll(cfg), lead=not cfg.first_resblock) if n else []
+        stages.append(Flow(first + units))
     tail = None
     if cfg.n_fc_blocks:
-        tail = Flow(_dense_stack(math.prod(stage_shapes[-1]), cfg.n_fc_blocks, cfg.fc_hidden, cfg, rngs))
+        tail = Flow(_dense_stack(math.prod(stage_shapes[-1]), cfg.n_fc_blocks, cfg.fc_hidden, cfg, rngs,
+                                 actnorm=cfg.actnorm and cfg.fc_actnorm, lead=not cfg.first_resblock))
     body = MultiScale(shape, stages, factor_out=cfg.factor_out, initial_squeeze=cfg.initial_squeeze, tail=tail)
     pre: list = [Dequantize(cfg.n_levels)]
     if cfg.logit_alpha is None:
         pre.append(Scale(cfg.n_levels, shift=-0.5))
     else:
         pre += [Scale(cfg.n_levels), Logit(cfg.logit_alpha)]
-    return FlowDistribution(Flow([*pre, body], event_shape=shape), StandardNormal(math.prod(shape)))
+    base = StandardNormal(math.prod(shape)) if cfg.base == "normal" else DiagonalGaussian(math.prod(shape))
+    return FlowDistribution(Flow([*pre, body], event_shape=shape), base)
 
 
 def residual_flow(input_shape: Sequence[int], *, preset: str = "small", rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:

@@ -87,7 +87,6 @@ __all__ = [
 PERMUTATIONS = ("reverse", "shuffle", "1x1", "emerging", "periodic")
 DECOMPOSITIONS = ("none", "plu", "qr")
 COUPLINGS = ("affine", "additive")
-PRESET_NAMES = ("tiny", "small", "paper")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,13 +152,29 @@ GLOW_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_scales=2, n_steps=1, hidden_channels=8),
     "small": dict(n_scales=2, n_steps=4, hidden_channels=32),
     "paper": dict(n_scales=3, n_steps=32, hidden_channels=512),
+    # The official Emerging-convolution runs (ehoogeboom/emerging, README commands, train.py and
+    # model.py): --flow_permutation 3 is a 1x1 convolution (--decomposition '': unconstrained)
+    # and the emerging 3x3 convolution (ours: the emerging convolution, then the 1x1);
+    # --flow_coupling 1: affine; --width 512 (default); --learnprior: learned top prior and
+    # conditional split priors (split2d_prior) with Glow's split of the level output.
+    # README: train.py --problem cifar10 --image_size 32 --n_level 3 --depth 32 --flow_permutation 3
+    #         --flow_coupling 1 --seed 2 --learnprior --lr 0.001 --n_bits_x 8 --epochs 4001
+    "emerging-cifar10": dict(n_scales=3, n_steps=32, hidden_channels=512, permutation="emerging",
+                             decomposition="none", coupling="affine", kernel_size=3, split_prior=True,
+                             learn_top=True, glow_split=True),
+    # README: train.py --problem imagenet-oord --image_size 32 --n_level 3 --depth 48 --flow_permutation 3
+    #         --flow_coupling 1 --seed 0 --learnprior --lr 0.001 --n_bits_x 8
+    "emerging-imagenet32": dict(n_scales=3, n_steps=48, hidden_channels=512, permutation="emerging",
+                                decomposition="none", coupling="affine", kernel_size=3, split_prior=True,
+                                learn_top=True, glow_split=True),
 }
 
 
 def glow_config(preset: str = "small", **overrides) -> GlowConfig:
     """The :class:`GlowConfig` of ``preset`` with ``overrides`` (its fields) applied;
     unknown names raise ``ValueError``."""
-    check_choice("preset", preset, PRESET_NAMES)
+    if preset not in GLOW_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(GLOW_PRESETS)} for model 'glow', got {preset!r}")
     allowed = {f.name for f in dataclasses.fields(GlowConfig)}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
@@ -243,17 +258,20 @@ def glow(
     input_shape: Sequence[int],
     *,
     preset: str = "small",
-    permutation: str = "1x1",
-    decomposition: str = "none",
-    coupling: str = "affine",
+    permutation: str | None = None,
+    decomposition: str | None = None,
+    coupling: str | None = None,
     rngs: nnx.Rngs,
     **overrides,
 ) -> FlowDistribution:
     """Glow (Kingma & Dhariwal 2018) or its emerging/periodic variant (Hoogeboom et al.
     2019) for integer images of ``input_shape``.
 
-    ``preset`` is ``"tiny" | "small" | "paper"``; ``overrides`` are further
-    :class:`GlowConfig` fields (e.g. ``n_levels=17`` for digits, ``n_steps=8``).
+    ``preset`` is ``"tiny" | "small" | "paper"`` or one of the official Emerging runs
+    (``"emerging-cifar10" | "emerging-imagenet32"``); ``permutation``, ``decomposition``
+    and ``coupling`` (``None``: the preset's; 1x1, none and affine unless the preset says
+    otherwise) and ``overrides`` are further :class:`GlowConfig` fields (e.g.
+    ``n_levels=17`` for digits, ``n_steps=8``).
 
     Example:
         >>> from flax import nnx
@@ -262,7 +280,8 @@ def glow(
         >>> # dist.log_prob(x, key=key), dist.bits_per_dim(x, key=key), dist.sample(key, n)
     """
     rngs = as_rngs(rngs)
-    cfg = glow_config(preset, permutation=permutation, decomposition=decomposition, coupling=coupling, **overrides)
+    given = dict(permutation=permutation, decomposition=decomposition, coupling=coupling)
+    cfg = glow_config(preset, **{k: v for k, v in given.items() if v is not None}, **overrides)
     return build_glow(input_shape, cfg, rngs=rngs)
 
 

@@ -73,7 +73,9 @@ class LogDetConfig:
     """Settings of :func:`flowjax_res.ops.logdet.residual_logdet` (same names and
     meaning): ``estimator`` in ``"exact" | "series" | "roulette"``; ``n_terms`` for
     ``"series"``; roulette law ``dist`` (``"geometric"`` with ``p`` / ``"poisson"`` with
-    ``lam``) and ``n_exact_terms``; Hutchinson ``probe`` and ``n_probes``; ``gradient``
+    ``lam``) and ``n_exact_terms`` (the number of terms always evaluated; the official
+    code's geometric ``n_exact_terms = m`` is our ``m + 1``, its Poisson one is ours: see
+    :mod:`flowjax_res.ops.logdet`); Hutchinson ``probe`` and ``n_probes``; ``gradient``
     in ``"neumann_bif" | "neumann" | "autodiff"``; ``share_terms``; ``max_terms``;
     ``batch_chunks`` (execution only: the batch is processed in that many chunks side
     by side, which lets a multi-core CPU run their products concurrently)."""
@@ -236,6 +238,7 @@ class ResidualBlock(Bijector):
         norm_orders: Sequence[float] | str | None = None,
         learn_p: bool = False,
         mixed_bound: str = "certified",
+        preact: bool = False,
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -260,7 +263,11 @@ class ResidualBlock(Bijector):
         layer whose orders are both fixed at 2 is a spectral
         :class:`~flowjax_res.layers.lipschitz.LipschitzDense`, so ``norm_orders=(2,
         2, 2)`` without ``learn_p`` is the default block.
-        See :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense`."""
+        See :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense`.
+
+        ``preact``: the activation also comes *before* the first layer (``g = W_L phi(...
+        phi(W_1 phi(x)))``, the pre-activation blocks of the official Residual Flows and
+        i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz)."""
         dim = check_positive_int("dim", dim)
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
@@ -268,7 +275,7 @@ class ResidualBlock(Bijector):
         chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(dims) - 1)
         layers: list[nnx.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            if i:
+            if i or _check_bool("preact", preact):
                 layers.append(_activation(activation))
             kw = dict(coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
                       n_vectors=lipschitz_vectors, rngs=rngs)
@@ -296,6 +303,7 @@ class ResidualBlock(Bijector):
         norm_orders: Sequence[float] | str | None = None,
         learn_p: bool = False,
         mixed_bound: str = "certified",
+        preact: bool = False,
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -306,8 +314,8 @@ class ResidualBlock(Bijector):
         (``"fourier"``: a certified bound; ``"operator"``: power iteration on the
         operator; see :class:`~flowjax_res.layers.lipschitz.LipschitzConv`); the power
         iteration settings are those of :meth:`dense`, and so are ``norm_orders``,
-        ``learn_p`` and ``mixed_bound`` (one order per convolution;
-        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormConv`)."""
+        ``learn_p``, ``mixed_bound`` (one order per convolution;
+        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormConv`) and ``preact``."""
         try:
             shape = tuple(input_shape)
         except TypeError:
@@ -322,7 +330,7 @@ class ResidualBlock(Bijector):
         chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(kernel_sizes))
         layers: list[nnx.Module] = []
         for i, k in enumerate(kernel_sizes):
-            if i:
+            if i or _check_bool("preact", preact):
                 layers.append(_activation(activation))
             kw = dict(input_shape=(h, w), coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol,
                       max_iters=lipschitz_max_iters, n_vectors=lipschitz_vectors, rngs=rngs)
@@ -441,6 +449,12 @@ def _spectral_link(chain, i: int) -> bool:
     """Layer ``i`` maps a fixed order 2 to a fixed order 2: a spectral layer."""
     p, q = chain[i], chain[(i + 1) % len(chain)]
     return not p.learnable and not q.learnable and p.fixed == 2.0 and q.fixed == 2.0
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def _int_tuple(name: str, value, *, allow_empty: bool) -> tuple[int, ...]:

@@ -13,6 +13,15 @@ estimators of the per-example ``log det(I + J_g(x_b))``:
 - ``"roulette"``: the Residual Flows Russian-roulette estimator (Chen et al., 2019,
   eq. 6): draw ``N``, evaluate terms ``k = 1..n_exact_terms + N`` and divide term ``k``
   by ``P(N >= k - n_exact_terms)`` (1 for the first ``n_exact_terms`` terms). Unbiased.
+  ``N`` lives on ``{0, 1, 2, ...}`` for both laws, so ``n_exact_terms`` is exactly the
+  number of terms always evaluated. The official Residual Flows code
+  (``lib/layers/iresblock.py``) draws its Poisson count on ``{0, 1, ...}`` too (its
+  ``n_exact_terms`` means ours), but its geometric count with numpy's
+  ``np.random.geometric``, on ``{1, 2, ...}``: there ``n_exact_terms = m`` with the
+  geometric law always evaluates ``m + 1`` terms and is the estimator of our
+  ``n_exact_terms = m + 1`` (same ``p``). Its image runs use Poisson(2) with 2 exact
+  terms (ours: ``dist="poisson", lam=2, n_exact_terms=2``), its toy runs the geometric
+  law with ``p = 0.5`` and 2 (ours: ``n_exact_terms=3``).
 
 The rows ``vᵀ J^k`` are built iteratively from ONE linearisation of ``g``:
 ``_, vjp_fn = jax.vjp(g(params, ·), x)`` then ``u <- vjp_fn(u)``; several probes are
