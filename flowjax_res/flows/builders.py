@@ -124,6 +124,9 @@ class _BlockFields:
     # Pre-activation blocks (the official Residual Flows ``--preact True`` and i-ResNet):
     # the activation also before the first layer of every residual branch.
     preact: bool = False
+    # Floor on the variance ActNorm's data-dependent initialisation divides by (the official
+    # Residual Flows ActNorm: max(var, 0.2)); 0: none.
+    actnorm_min_var: float = 0.0
 
     def _check_block_fields(self) -> None:
         check_open_interval("coeff", self.coeff, 0.0, 1.0)
@@ -140,6 +143,9 @@ class _BlockFields:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.scan is not None and not isinstance(self.scan, bool):
             raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
+        if isinstance(self.actnorm_min_var, bool) or not isinstance(self.actnorm_min_var, (int, float)) \
+                or not self.actnorm_min_var >= 0:
+            raise ValueError(f"actnorm_min_var must be a number >= 0, got {self.actnorm_min_var!r}")
         if self.scan_unroll is not None:
             check_unroll("scan_unroll", self.scan_unroll)
         self.logdet_config()  # validates the estimator fields
@@ -282,6 +288,7 @@ _RESFLOW_OFFICIAL = dict(
     preact=True,                        # --preact True: ACT -> 3x3 -> ACT -> 1x1 -> ACT -> 3x3
     first_resblock=True,                # --first-resblock True: the network's first block has no leading ACT
     actnorm=True,                       # README: --actnorm True; after every block
+    actnorm_min_var=0.2,                # ActNorm init: weight = -0.5 log(max(var, 0.2)) (lib/layers/act_norm.py)
     fc_actnorm=True,                    # FC tail: `if actnorm or fc_actnorm` adds ActNorm1d after each FC block
     estimator="roulette",               # --n-power-series None: unbiased Russian roulette
     dist="poisson", lam=2.0,            # --n-dist poisson; lamb = 2 (iResBlock default, never passed)
@@ -418,6 +425,10 @@ def _conv_unroll(cfg: _BlockFields) -> int | bool:
     return 1 if cfg.scan_unroll is None else cfg.scan_unroll
 
 
+def _actnorm(channels: int, cfg: _BlockFields) -> ActNorm:
+    return ActNorm(channels, min_var=cfg.actnorm_min_var)
+
+
 def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _BlockFields, *,
            scan: bool = True, unroll: int | bool = 1, actnorm: bool | None = None, lead: bool = True) -> list:
     """``[ActNorm] + [block, ActNorm] x n`` (the ActNorms if ``actnorm``, default
@@ -427,16 +438,16 @@ def _units(n: int, make_block: Callable[[], nnx.Module], channels: int, cfg: _Bl
     actnorm = cfg.actnorm if actnorm is None else actnorm
 
     def unit():
-        return Flow([make_block(), ActNorm(channels)]) if actnorm else make_block()
+        return Flow([make_block(), _actnorm(channels, cfg)]) if actnorm else make_block()
 
-    layers: list = [ActNorm(channels)] if actnorm and lead else []
+    layers: list = [_actnorm(channels, cfg)] if actnorm and lead else []
     if scan:
         layers.append(ResidualStack.build(n, unit, unroll=unroll))
         return layers
     for _ in range(n):
         layers.append(make_block())
         if actnorm:
-            layers.append(ActNorm(channels))
+            layers.append(_actnorm(channels, cfg))
     return layers
 
 
@@ -469,7 +480,8 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
         first: list = []
         n = cfg.n_blocks
         if cfg.first_resblock and i == 0:  # [ActNorm], the first block without pre-activation, [ActNorm]
-            first = [ActNorm(s[-1]), block(preact=False), ActNorm(s[-1])] if cfg.actnorm else [block(preact=False)]
+            first = ([_actnorm(s[-1], cfg), block(preact=False), _actnorm(s[-1], cfg)] if cfg.actnorm
+                     else [block(preact=False)])
             n -= 1
         units = _units(n, block, s[-1], cfg, scan=scan, unroll=_conv_unroll(cfg), lead=not cfg.first_resblock) if n else []
         stages.append(Flow(first + units))

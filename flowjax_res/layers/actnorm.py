@@ -44,12 +44,20 @@ class ActNorm(Bijector):
     Args:
       num_channels: size ``C`` of the last axis.
       eps: added to the per-channel standard deviation at initialisation.
+      min_var: floor on the per-channel variance at initialisation (``log_s =
+        -log(sqrt(max(var, min_var)) + eps)``): the official Residual Flows ActNorm floors
+        it at 0.2, which keeps a layer initialised from a small batch (an FC-tail ActNorm
+        sees each of its ``C H W`` channels once per example) from scaling by thousands.
+        Default 0 (no floor).
       rngs: unused (ActNorm starts as the identity); accepted for a uniform signature.
     """
 
-    def __init__(self, num_channels: int, *, eps: float = 1e-6, rngs: nnx.Rngs | None = None):
+    def __init__(self, num_channels: int, *, eps: float = 1e-6, min_var: float = 0.0, rngs: nnx.Rngs | None = None):
         self.num_channels = check_positive_int("num_channels", num_channels)
         self.eps = check_positive("eps", eps)
+        if isinstance(min_var, bool) or not isinstance(min_var, (int, float)) or not min_var >= 0:
+            raise ValueError(f"min_var must be a number >= 0, got {min_var!r}")
+        self.min_var = float(min_var)
         self.bias = nnx.Param(jnp.zeros((self.num_channels,)))
         self.log_scale = nnx.Param(jnp.zeros((self.num_channels,)))
         self.initialized = InitFlag(jnp.array(False))
@@ -65,7 +73,7 @@ class ActNorm(Bijector):
     def _init_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x, axis=axes)
-        std = jnp.std(x, axis=axes)
+        std = jnp.sqrt(jnp.maximum(jnp.var(x, axis=axes), self.min_var))
         return (-mean).astype(self.bias[...].dtype), (-jnp.log(std + self.eps)).astype(self.log_scale[...].dtype)
 
     # -- public ------------------------------------------------------------------

@@ -99,3 +99,17 @@ def test_bad_arguments_raise():
         layer.forward(jnp.zeros((3,)))
     with pytest.raises(ValueError):
         layer.inverse(jnp.zeros((4, 4)))
+
+
+def test_min_var_floors_the_initial_scale():
+    """A channel that does not vary in the initialising batch gets scale 1/sqrt(min_var)
+    (the official Residual Flows floor, 0.2), not 1/eps; others are unchanged."""
+    x = jnp.stack([jnp.full((4,), 3.0), jnp.array([0.0, 2.0, 4.0, 6.0])], axis=1)  # (4, 2)
+    floored, plain = ActNorm(2, min_var=0.2), ActNorm(2)
+    floored.initialize(x)
+    plain.initialize(x)
+    np.testing.assert_allclose(np.asarray(floored.log_scale[...]),
+                               [-np.log(np.sqrt(0.2) + 1e-6), -np.log(np.sqrt(5.0) + 1e-6)], rtol=1e-5)
+    assert float(plain.log_scale[0]) > 13.0  # -log(1e-6): the unfloored scale
+    with pytest.raises(ValueError, match="min_var must be a number >= 0"):
+        ActNorm(2, min_var=-1.0)
