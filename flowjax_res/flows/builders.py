@@ -200,8 +200,9 @@ class ImageFlowConfig(_BlockFields):
     pre-activation (it is built apart from the scanned stack: ``ActNorm -> block ->
     ActNorm``, then the other ``n_blocks - 1``), and only the first scale has a leading
     ActNorm, the FC tail none (the official Residual Flows ``--first-resblock True``,
-    lib/resflow.py); otherwise every scale and the FC tail start with an ActNorm. ``base``: ``"normal"`` (standard normal latent) or ``"diagonal"``
-    (a learned mean and scale per latent dimension: i-ResNet's learned prior).
+    lib/resflow.py); otherwise every scale and the FC tail start with an ActNorm.
+    ``base``: ``"normal"`` (standard normal latent) or ``"diagonal"`` (a learned mean and
+    scale per latent dimension: i-ResNet's learned prior).
     """
 
     n_levels: int = 256
@@ -309,6 +310,7 @@ _IRESNET_OFFICIAL = dict(
     activation="elu",                   # --nonlin elu
     coeff=0.9,                          # --coeff 0.9
     preact=True,                        # conv_iresnet_block: ELU before the first conv (input_nonlin)
+    first_resblock=True,                # ... but for the network's first block (input_nonlin = i > 0)
     conv_norm="operator",               # spectral_norm_conv: power iteration on the conv operator
     n_power_iters=5,                    # --powerIterSpectralNorm 5 per forward (ours: at least 5, then to tolerance)
     actnorm=True,                       # ActNorm on (no -noActnorm); before each block there, after it here

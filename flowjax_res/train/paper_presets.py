@@ -97,8 +97,8 @@ PAPER_PRESETS: dict[str, PaperPreset] = {p.name: p for p in [
                 "python CIFAR_main.py --nBlocks 16 16 16 --nStrides 1 2 2 --nChannels 512 512 512 --coeff 0.9 "
                 "-densityEstimation -multiScale --lr 0.003 --weight_decay 0. --numSeriesTerms 5 --dataset cifar10 "
                 "--batch 128 --warmup_epochs 1",
-                "ActNorm after each block (official: before); the network's first block keeps its pre-activation ELU "
-                "(official: none before the very first convolution)."),
+                "ActNorm after each block (official: before each block), with one ActNorm leading the first "
+                "scale only."),
     PaperPreset("iresnet-mnist", "iresnet", None, (32, 32, 3), dict(_IRESNET_TRAIN, warmup=math.ceil(60000 / 128)),
                 25_028_544, 1.06,
                 "CIFAR_main.py --dataset mnist -densityEstimation -multiScale (no script in the repository; the "

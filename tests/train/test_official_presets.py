@@ -30,7 +30,7 @@ _RF = dict(factor_out=False, initial_squeeze=False, estimator="roulette", dist="
            norm_orders=None, coeff=0.98, n_scales=3, n_blocks=16, hidden_channels=512, kernel_sizes=(3, 1, 3),
            n_fc_blocks=4, fc_hidden=(128, 128), logit_alpha=0.05, base="normal")
 _IR = dict(factor_out=True, initial_squeeze=True, estimator="series", n_terms=5, n_probes=1, gradient="autodiff",
-           activation="elu", preact=True, first_resblock=False, actnorm=True, norm_orders=None, coeff=0.9, n_scales=3,
+           activation="elu", preact=True, first_resblock=True, actnorm=True, norm_orders=None, coeff=0.9, n_scales=3,
            n_blocks=16, hidden_channels=512, n_fc_blocks=0, logit_alpha=None, base="diagonal", conv_norm="operator",
            n_power_iters=5)
 MODEL_FIELDS = {
