@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
     g.add_argument("--dataset", help="a toy density (8gaussians, moons, ...), an embedded image set (digits, mnist5k) "
-                                     "or a TFDS set read from --data-dir (mnist, cifar10, imagenet32, imagenet64, "
-                                     f"celeba) (default {d.dataset})")
+                                     "or a TFDS set read from --data-dir (mnist, mnist32x3, cifar10, imagenet32, "
+                                     f"imagenet64, celeba) (default {d.dataset})")
     g.add_argument("--data-dir", help="TFDS data directory with prepared TFDS sets (default $TFDS_DATA_DIR or "
                                       "~/tensorflow_datasets); prepare with `tfds build NAME --data_dir DIR "
                                       "--file_format array_record` or `python -m flowjax_res.data.tfds_local`")

@@ -105,11 +105,13 @@ class _GlobalBatchShard(grain.MapDataset):
 
 
 class _Prepare(grain.transforms.Map):
-    """Record -> ``uint8 (H, W, C)`` image: pick the image feature, crop/resize, flip."""
+    """Record -> ``uint8 (H, W, C)`` image: pick the image feature, crop/resize, pad and
+    tile, flip."""
 
-    def __init__(self, image_key, crop, resize, flip, seed, shape):
+    def __init__(self, image_key, crop, resize, flip, seed, shape, pad=0, tile=1):
         self._key, self._crop, self._resize = image_key, crop, resize
         self._flip, self._seed, self._shape = flip, seed, shape
+        self._pad, self._tile = pad, tile
 
     def map(self, element):
         pos, record = element
@@ -119,6 +121,10 @@ class _Prepare(grain.transforms.Map):
             from flowjax_res.data.tfds_sources import center_crop_resize
 
             image = center_crop_resize(image, self._crop, self._resize)
+        if self._pad:
+            image = np.pad(image, ((self._pad, self._pad), (self._pad, self._pad), (0, 0)))
+        if self._tile > 1:
+            image = np.tile(image, (1, 1, self._tile))
         if self._flip and flip_bit(self._seed, pos):
             image = image[:, ::-1]
         if image.dtype != np.uint8 or (self._shape is not None and image.shape != self._shape):
@@ -140,6 +146,8 @@ class GrainBatches:
         record is the image).
       shape: expected ``(H, W, C)`` after pre-processing (checked per record), or ``None``.
       crop, resize: centre crop and resize (``(h, w)``), e.g. for CelebA.
+      pad, tile: zero pixels added on each side and copies of the channels (MNIST as
+        i-ResNet feeds it: pad 2, tile 3).
       flip: random horizontal flips (augmentation).
       process_index, process_count: this process's shard; default grain's
         ``ShardByJaxProcess`` (``jax.process_index()``/``jax.process_count()``).
@@ -163,6 +171,8 @@ class GrainBatches:
         shape: tuple[int, ...] | None = None,
         crop: tuple[int, int] | None = None,
         resize: tuple[int, int] | None = None,
+        pad: int = 0,
+        tile: int = 1,
         flip: bool = False,
         process_index: int | None = None,
         process_count: int | None = None,
@@ -195,7 +205,8 @@ class GrainBatches:
         if self.shuffle:
             stream = stream.shuffle(seed=grain_seed(self.seed))
         shard = _GlobalBatchShard(stream, self.n, self.batch_size, self.process_index, self.process_count)
-        prepared = shard.map(_Prepare(image_key, crop, resize, flip, self.seed, tuple(shape) if shape else None))
+        prepared = shard.map(_Prepare(image_key, crop, resize, flip, self.seed, tuple(shape) if shape else None,
+                                      check_nonnegative_int("pad", pad), check_positive_int("tile", tile)))
         #: the process-local batches as a grain MapDataset: element ``s`` is step ``s``.
         self.dataset = prepared.batch(self.local_batch_size, drop_remainder=True)
         self._iter, self._offset, self._next = None, 0, None
@@ -269,15 +280,18 @@ def read_images(
     shape: tuple[int, ...] | None = None,
     crop: tuple[int, int] | None = None,
     resize: tuple[int, int] | None = None,
+    pad: int = 0,
+    tile: int = 1,
     limit: int | None = None,
     num_threads: int = 2,
 ) -> np.ndarray:
     """All images of ``source`` (or the first ``limit``) in source order, decoded and
-    pre-processed (crop/resize, no flip) by a grain pipeline: ``uint8 (N, H, W, C)``.
+    pre-processed (crop/resize, pad/tile, no flip) by a grain pipeline: ``uint8 (N, H, W, C)``.
     Used for test sets, which are evaluated whole."""
     n = len(source) if limit is None else min(len(source), check_positive_int("limit", limit))
     ds = grain.MapDataset.source(source)[:n].map(lambda r: (0, r))
-    ds = ds.map(_Prepare(image_key, crop, resize, False, 0, tuple(shape) if shape else None))
+    ds = ds.map(_Prepare(image_key, crop, resize, False, 0, tuple(shape) if shape else None,
+                         check_nonnegative_int("pad", pad), check_positive_int("tile", tile)))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=check_nonnegative_int("num_threads", num_threads)))
     return np.stack(list(it))
 

@@ -7,6 +7,7 @@
 name          TFDS name                        splits        shape              classes
 ============  ===============================  ===========  =================  =======
 mnist         ``mnist``                        train/test   (28, 28, 1)        10
+mnist32x3     ``mnist``, padded and tiled      train/test   (32, 32, 3)        10
 cifar10       ``cifar10``                      train/test   (32, 32, 3)        10
 imagenet32    ``downsampled_imagenet/32x32``   train/valid  (32, 32, 3)        --
 imagenet64    ``downsampled_imagenet/64x64``   train/valid  (64, 64, 3)        --
@@ -20,7 +21,10 @@ manual download (``celeb_a_hq``); ``celeba`` here is TFDS ``celeb_a`` (178x218 a
 faces) centre-cropped to 148x148 and resized to 64x64 (box filter), the usual "CelebA 64"
 pre-processing of Real NVP / Glow's CelebA runs. Its numbers are therefore not comparable
 to the CelebA-HQ results of the papers. Random horizontal flips are the default
-augmentation for cifar10 and celeba (off for the others).
+augmentation for cifar10 and celeba (off for the others). ``mnist32x3`` is MNIST as the
+official i-ResNet code feeds it (``CIFAR_main.py``: ``transforms.Pad(2)`` to 32x32, the grey
+channel repeated 3 times), for the ``iresnet-mnist`` preset; its bits/dim are per
+dimension of that 3072-dimensional form, as the paper's.
 
 A data set that is not prepared in ``data_dir`` raises :class:`DatasetNotPrepared`, a
 ``ValueError`` whose one-line message names the data set, the directory and how to
@@ -60,7 +64,8 @@ class TfdsSpec:
     ``shape`` is the per-example shape *after* pre-processing (``crop``/``resize``);
     ``image_key``/``label_key`` the feature keys; ``crop`` a centre-crop size
     ``(h, w)`` and ``resize`` an output size ``(h, w)`` applied in the input pipeline;
-    ``flip`` whether random horizontal flips are the default augmentation.
+    ``flip`` whether random horizontal flips are the default augmentation; ``pad`` zero
+    pixels added on every side and ``tile`` copies of the channels (after crop/resize).
     """
 
     name: str
@@ -75,6 +80,8 @@ class TfdsSpec:
     crop: tuple[int, int] | None = None
     resize: tuple[int, int] | None = None
     flip: bool = False
+    pad: int = 0
+    tile: int = 1
 
     def split(self, split: str) -> str:
         """The TFDS split of ``"train"`` or ``"test"``."""
@@ -84,6 +91,7 @@ class TfdsSpec:
 
 _SPECS = {
     "mnist": TfdsSpec("mnist", "mnist", (28, 28, 1), label_key="label", n_classes=10),
+    "mnist32x3": TfdsSpec("mnist32x3", "mnist", (32, 32, 3), label_key="label", n_classes=10, pad=2, tile=3),
     "cifar10": TfdsSpec("cifar10", "cifar10", (32, 32, 3), label_key="label", n_classes=10, flip=True),
     "imagenet32": TfdsSpec("imagenet32", "downsampled_imagenet/32x32", (32, 32, 3), test_split="validation"),
     "imagenet64": TfdsSpec("imagenet64", "downsampled_imagenet/64x64", (64, 64, 3), test_split="validation"),

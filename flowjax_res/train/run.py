@@ -70,7 +70,8 @@ def make_tfds_data(cfg: TrainConfig, info: Any) -> Data:
     spec = tfds_spec(cfg.dataset)
     train_src, _ = open_tfds_source(cfg.dataset, spec.split("train"), cfg.data_dir)
     test_src, _ = open_tfds_source(cfg.dataset, spec.split("test"), cfg.data_dir)
-    pre = {"image_key": spec.image_key, "shape": spec.shape, "crop": spec.crop, "resize": spec.resize}
+    pre = {"image_key": spec.image_key, "shape": spec.shape, "crop": spec.crop, "resize": spec.resize,
+           "pad": spec.pad, "tile": spec.tile}
     batches = GrainBatches(train_src, seed=cfg.seed, batch_size=cfg.batch_size, flip=spec.flip, **pre)
     test = read_images(test_src, **pre)
     return Data("image", tuple(spec.shape), batches, test, info, info.n_levels)

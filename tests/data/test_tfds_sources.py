@@ -15,7 +15,7 @@ from flowjax_res.data.tfds_sources import (
 
 
 def test_specs_and_registry():
-    assert TFDS_DATASETS == ("mnist", "cifar10", "imagenet32", "imagenet64", "celeba")
+    assert TFDS_DATASETS == ("mnist", "mnist32x3", "cifar10", "imagenet32", "imagenet64", "celeba")
     assert tfds_spec("imagenet64").tfds_name == "downsampled_imagenet/64x64"
     assert tfds_spec("imagenet32").split("test") == "validation"
     assert tfds_spec("celeba").shape == (64, 64, 3) and tfds_spec("cifar10").flip
