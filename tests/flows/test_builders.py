@@ -83,7 +83,9 @@ def test_structure_of_presets():
     paper = image_flow_config("resflow", "paper")
     assert (paper.n_scales, paper.n_blocks, paper.hidden_channels, paper.coeff, paper.activation) == (
         3, 16, 512, 0.98, "lipswish")
-    assert set(PRESETS["resflow/image"]) == {"tiny", "small", "paper"}
+    assert set(PRESETS["resflow/image"]) == {"tiny", "small", "paper", "paper-mnist", "paper-cifar10",
+                                            "paper-imagenet32", "paper-imagenet64", "paper-celebahq"}
+    assert set(PRESETS["iresnet/image"]) == {"tiny", "small", "paper", "iresnet-cifar10", "iresnet-mnist"}
 
 
 def test_build_model_dispatch_and_overrides():
