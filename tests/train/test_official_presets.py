@@ -4,10 +4,7 @@ the official network's and two training steps on random data of its shape."""
 
 from __future__ import annotations
 
-import time
 
-import jax
-import numpy as np
 import pytest
 from flax import nnx
 
@@ -18,9 +15,8 @@ from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.lipschitz import LipschitzLayer
 from flowjax_res.layers.residual import ResidualBlock
 from flowjax_res.train.config import TrainConfig
-from flowjax_res.train.loop import prepare_run
 from flowjax_res.train.paper_presets import PAPER_PRESETS, paper_train_config, paper_train_fields
-from flowjax_res.train.run import Data
+from tests.train.test_paper_presets import run_two_steps
 
 # The fields that change results, as the official code sets them (flowjax_res/train/paper_presets.py
 # and the model presets cite the flags).
@@ -149,32 +145,11 @@ def test_parameter_count_against_the_official_network(name, record_property):
     assert 0.98 <= ratio <= 1.02, (ours, preset.official_params)
 
 
-class _Random:
-    def __init__(self, info, n):
-        self.info, self.n = info, n
-
-    def batch(self, step):
-        rng = np.random.default_rng(step)
-        return rng.integers(0, self.info.n_levels, (self.n, *self.info.shape), dtype=np.uint8)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODEL_FIELDS))
 def test_two_training_steps_on_random_data_of_the_presets_shape(name, record_property):
-    info = _info(name)
-    batches = _Random(info, 1 if name == "paper-celebahq" else 2)
-    data = Data("image", tuple(info.shape), batches, batches.batch(99), info, info.n_levels)
     # The preset's own warm-up: without it one Adamax step at lr 1e-3 (every parameter moved by
     # about 1e-3) took emerging-cifar10 from 17 to 84 bits/dim on random data.
-    cfg = TrainConfig(**paper_train_fields(name, {"preset": name, "dataset": "cifar10", "batch_size": batches.n}))
-    _, state, step, put, _ = prepare_run(cfg, data)
-    losses, times = [], []
-    for s in range(2):
-        t0 = time.perf_counter()
-        state, m = step(state, put(batches.batch(s)), jax.random.key(s))
-        losses.append(float(m["loss"]))
-        times.append(time.perf_counter() - t0)
-    record_property("first_step_s", times[0])
-    print(f"{name}: first step (compile) {times[0]:.1f} s, second {times[1]:.2f} s, losses {losses}")
-    assert np.all(np.isfinite(losses)), losses
-    assert int(state.step) == 2 and int(state.skipped) == 0
+    batch = 1 if name == "paper-celebahq" else 2
+    cfg = TrainConfig(**paper_train_fields(name, {"preset": name, "dataset": "cifar10", "batch_size": batch}))
+    run_two_steps(cfg, _info(name), record_property)

@@ -38,14 +38,13 @@ class _Random:
         return rng.integers(0, self.info.n_levels, (self.n, *self.info.shape), dtype=np.uint8)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model,dataset", CASES)
-def test_paper_preset_compiles_and_trains_two_steps(model, dataset, record_property):
-    info = dataset_info(dataset)
-    batches = _Random(info, 2)
+def run_two_steps(cfg: TrainConfig, info, record_property) -> list[float]:
+    """Two training steps of ``cfg`` (through ``prepare_run``, the command line's graph) on
+    random data of ``info``'s shape, batch ``cfg.batch_size``; asserts finite losses and no
+    skipped step, records the first step's time (compilation included)."""
+    batches = _Random(info, cfg.batch_size)
     data = Data("toy" if info.kind == "toy" else "image", tuple(info.shape), batches, batches.batch(99), info,
                 info.n_levels)
-    cfg = TrainConfig(dataset=dataset, model=model, preset="paper", batch_size=2, warmup=0)
     _, state, step, put, _ = prepare_run(cfg, data)
     losses, times = [], []
     for s in range(2):
@@ -54,6 +53,14 @@ def test_paper_preset_compiles_and_trains_two_steps(model, dataset, record_prope
         losses.append(float(m["loss"]))
         times.append(time.perf_counter() - t0)
     record_property("first_step_s", times[0])
-    print(f"{model}/{dataset} paper: first step (compile) {times[0]:.1f} s, second {times[1]:.2f} s")
+    print(f"{cfg.model}/{cfg.preset}: first step (compile) {times[0]:.1f} s, second {times[1]:.2f} s, losses {losses}")
     assert np.all(np.isfinite(losses)), losses
     assert int(state.step) == 2 and int(state.skipped) == 0
+    return losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,dataset", CASES)
+def test_paper_preset_compiles_and_trains_two_steps(model, dataset, record_property):
+    run_two_steps(TrainConfig(dataset=dataset, model=model, preset="paper", batch_size=2, warmup=0),
+                  dataset_info(dataset), record_property)
