@@ -16,7 +16,10 @@ the papers' defaults and smaller presets that train on a CPU.
 
 Presets: ``"tiny"`` (tests; seconds), ``"small"`` (8x8 digits or toy data on a CPU in a
 few minutes), ``"paper"`` (the published sizes: 3 scales x 16 blocks, 512 hidden
-channels). Every field of the preset can be overridden by keyword (see
+channels), and the official runs, field by field with the flags they mirror
+(``paper-mnist`` ... ``paper-celebahq``, ``iresnet-cifar10``, ``iresnet-mnist``, and the
+dense ``paper-toy`` of Residual Flows' ``train_toy.py``; their training side is
+:mod:`flowjax_res.train.paper_presets`). Every field of the preset can be overridden by keyword (see
 :class:`ImageFlowConfig` / :class:`DenseFlowConfig`); unknown names raise ``ValueError``.
 
 Bits/dim of an image model is the figure in data space: with ``x`` integer in
@@ -327,6 +330,26 @@ _IRESNET_OFFICIAL = dict(
     n_fc_blocks=0,
 )
 
+# The official Residual Flows toy runs (rtqichen/residual-flows train_toy.py, its argparse
+# defaults; the blocks built there with neumann_grad=False, grad_in_forward=False):
+_RESFLOW_TOY_OFFICIAL = dict(
+    activation="lipswish",              # --act swish
+    coeff=0.9,                          # --coeff 0.9
+    norm_orders=None,                   # --vnorms 222222 (--mixed True, all orders 2: spectral norms)
+    n_power_iters=5,                    # --n-lipschitz-iters 5 (--atol/--rtol None: exactly 5 per step) ...
+    lipschitz_max_iters=5,              # ... so never more than 5 here either
+    preact=True,                        # build_nnet: [ACT, Linear] per layer, the activation first
+    actnorm=False,                      # --actnorm False
+    n_blocks=100,                       # --nblocks 100
+    hidden=(128, 128, 128, 128),        # --dims 128-128-128-128
+    estimator="roulette",               # --n-power-series None: unbiased Russian roulette
+    dist="geometric", p=0.5,            # --n-dist geometric; geom_p = 0.5 (iResBlock default)
+    n_exact_terms=3,                    # iResBlock n_exact_terms = 2 on numpy's {1, 2, ...} count = our 3
+    probe="gaussian", n_probes=1,       # torch.randn_like; --n-samples 1
+    gradient="autodiff",                # neumann_grad=False, grad_in_forward=False: backprop through the terms
+    base="normal",                      # standard normal base
+)
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "resflow/image": {
         "tiny": dict(_RESFLOW_COMMON, n_scales=2, n_blocks=1, hidden_channels=8, n_fc_blocks=1, fc_hidden=(16,)),
@@ -364,6 +387,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": dict(n_blocks=2, hidden=(32, 32)),
         "small": dict(n_blocks=10, hidden=(128, 128)),
         "paper": dict(n_blocks=100, hidden=(128, 128, 128, 128), coeff=0.98),
+        # train_toy.py (Residual Flows' 2-D densities) with its argparse defaults: python train_toy.py --data D
+        "paper-toy": dict(_RESFLOW_TOY_OFFICIAL),
     },
     "iresnet/toy": {
         "tiny": dict(n_blocks=2, hidden=(32, 32), activation="elu", coeff=0.9, estimator="series", n_terms=5),

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from flowjax_res.data.registry import DatasetInfo
-from flowjax_res.flows.builders import build_image_flow, image_flow_config
+from flowjax_res.flows.builders import build_dense_flow, build_image_flow, dense_flow_config, image_flow_config
 from flowjax_res.flows.glow import build_glow, count_params, glow_config
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.lipschitz import LipschitzLayer
@@ -40,6 +40,12 @@ MODEL_FIELDS = {
     "iresnet-mnist": _IR,
     "emerging-cifar10": dict(n_scales=3, n_steps=32, hidden_channels=512, permutation="emerging", decomposition="none",
                              coupling="affine", kernel_size=3, split_prior=True, learn_top=True),
+    # train_toy.py: 100 pre-activation LipSwish blocks 2-128-128-128-128-2, coeff 0.9, exactly 5 power
+    # iterations, no ActNorm, geometric(0.5) roulette with numpy's n_exact_terms 2 (= our 3), backprop
+    # through the terms.
+    "paper-toy": dict(n_blocks=100, hidden=(128, 128, 128, 128), activation="lipswish", coeff=0.9, preact=True,
+                      actnorm=False, n_power_iters=5, lipschitz_max_iters=5, estimator="roulette", dist="geometric",
+                      p=0.5, n_exact_terms=3, n_probes=1, gradient="autodiff", norm_orders=None, base="normal"),
     "emerging-imagenet32": dict(n_scales=3, n_steps=48, hidden_channels=512, permutation="emerging",
                                 decomposition="none", coupling="affine", kernel_size=3, split_prior=True,
                                 learn_top=True),
@@ -50,6 +56,10 @@ TRAIN_FIELDS = {
     "iresnet": dict(optimizer="adamax", lr=3e-3, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0, batch_size=128),
     "glow": dict(optimizer="adamax", lr=1e-3, warmup=1960, grad_clip=0.0, weight_decay=0.0, ema_decay=0.0,
                  batch_size=256),
+    # train_toy.py: Adam (0.9, 0.999), lr 1e-3, batch 500, no warm-up, clip or EMA; its --weight-decay 1e-5
+    # is never applied by the repository's Adam (an out-of-place add).
+    "paper-toy": dict(optimizer="adam", beta1=0.9, beta2=0.999, lr=1e-3, warmup=0, grad_clip=0.0, weight_decay=0.0,
+                      ema_decay=0.0, batch_size=500, n_test=10000),
 }
 
 
@@ -57,11 +67,24 @@ def _model_config(name, **overrides):
     preset = PAPER_PRESETS[name]
     if preset.model == "glow":
         return glow_config(name, **overrides)
+    if len(preset.input_shape) == 1:
+        return dense_flow_config(preset.model, name, **overrides)
     return image_flow_config(preset.model, name, **overrides)
+
+
+def _build(name):
+    shape = PAPER_PRESETS[name].input_shape
+    if PAPER_PRESETS[name].model == "glow":
+        return build_glow(shape, _model_config(name), rngs=nnx.Rngs(0))
+    if len(shape) == 1:
+        return build_dense_flow(shape[0], _model_config(name), rngs=nnx.Rngs(0))
+    return build_image_flow(shape, _model_config(name), rngs=nnx.Rngs(0))
 
 
 def _info(name) -> DatasetInfo:
     shape = PAPER_PRESETS[name].input_shape
+    if len(shape) == 1:
+        return DatasetInfo(name, "toy", shape, source="sampled")
     return DatasetInfo(name, "image", shape, 32 if name == "paper-celebahq" else 256, source="tfds")
 
 
@@ -87,7 +110,8 @@ def test_training_fields_mirror_the_official_run(name):
     assert (cfg.model, cfg.preset) == (preset.model, name)
     if preset.dataset:
         assert cfg.dataset == preset.dataset
-    expected = dict(TRAIN_FIELDS[preset.model], **({"batch_size": 40} if name == "paper-celebahq" else {}))
+    expected = dict(TRAIN_FIELDS[name if name in TRAIN_FIELDS else preset.model],
+                    **({"batch_size": 40} if name == "paper-celebahq" else {}))
     if preset.model == "iresnet":
         expected["warmup"] = -(-(60000 if name == "iresnet-mnist" else 50000) // 128)  # one epoch
     assert {k: getattr(cfg, k) for k in expected} == expected
@@ -107,6 +131,22 @@ def test_command_line_takes_the_official_run_and_keeps_given_options():
         glow_config("paper-cifar10")
     with pytest.raises(ValueError, match="paper preset must be one of"):
         paper_train_config("paper-svhn")
+
+
+def test_toy_preset_blocks_are_the_official_mlp():
+    """paper-toy at 2 blocks: each branch is [ACT, Linear] x 5 (2-128-128-128-128-2, the
+    activation first), no ActNorm, geometric(0.5) roulette with 3 exact terms here (2 in
+    numpy's count), gradient through the terms."""
+    dist = build_dense_flow(2, _model_config("paper-toy", n_blocks=2, scan=False), rngs=nnx.Rngs(0))
+    blocks = _residual_branches(dist)
+    assert len(blocks) == 2 and not any(isinstance(m, ActNorm) for _, m in nnx.iter_graph(dist))
+    for b in blocks:
+        kinds = [isinstance(m, LipschitzLayer) for m in b.g.layers]
+        assert kinds == [False, True] * 5
+        assert [m.kernel.shape for m in b.g.layers if isinstance(m, LipschitzLayer)] == [
+            (2, 128), (128, 128), (128, 128), (128, 128), (128, 2)]
+        assert (b.logdet.dist, b.logdet.p, b.logdet.n_exact_terms, b.logdet.gradient) == (
+            "geometric", 0.5, 3, "autodiff")
 
 
 def _residual_branches(model):
@@ -133,12 +173,7 @@ def test_residual_flow_structure_first_block_without_preactivation_and_fc_actnor
 @pytest.mark.parametrize("name", sorted(MODEL_FIELDS))
 def test_parameter_count_against_the_official_network(name, record_property):
     preset = PAPER_PRESETS[name]
-    if preset.model == "glow":
-        model = nnx.eval_shape(lambda: build_glow(preset.input_shape, glow_config(name), rngs=nnx.Rngs(0)))
-    else:
-        model = nnx.eval_shape(lambda: build_image_flow(preset.input_shape, image_flow_config(preset.model, name),
-                                                        rngs=nnx.Rngs(0)))
-    ours = count_params(model)
+    ours = count_params(nnx.eval_shape(lambda: _build(name)))
     ratio = ours / preset.official_params
     record_property("params_ratio", ratio)
     print(f"{name}: {ours:,} parameters, official network {preset.official_params:,}: ratio {ratio:.4f}")
@@ -151,5 +186,7 @@ def test_two_training_steps_on_random_data_of_the_presets_shape(name, record_pro
     # The preset's own warm-up: without it one Adamax step at lr 1e-3 (every parameter moved by
     # about 1e-3) took emerging-cifar10 from 17 to 84 bits/dim on random data.
     batch = 1 if name == "paper-celebahq" else 2
-    cfg = TrainConfig(**paper_train_fields(name, {"preset": name, "dataset": "cifar10", "batch_size": batch}))
+    dataset = "pinwheel" if PAPER_PRESETS[name].model == "resflow" and len(PAPER_PRESETS[name].input_shape) == 1 \
+        else "cifar10"
+    cfg = TrainConfig(**paper_train_fields(name, {"preset": name, "dataset": dataset, "batch_size": batch}))
     run_two_steps(cfg, _info(name), record_property)
