@@ -29,8 +29,10 @@ handled by ``vmap`` over the probe axis of the (linear) ``vjp_fn``.
 
 Gradients (``gradient=``):
 
-- ``"autodiff"``: reverse-mode through the series (a fixed-length loop; roulette runs
-  ``max_terms`` masked steps). Memory grows with the number of terms.
+- ``"autodiff"``: reverse-mode through the series (a fixed-length loop; roulette runs the
+  shortest of the lengths 4, 8, 16, ..., ``max_terms`` that covers the drawn count, the
+  terms past the fourth rematerialised in the backward pass). Memory grows with the
+  number of terms.
 - ``"neumann"`` / ``"neumann_bif"``: the Neumann-series gradient (Chen et al., 2019,
   eq. 8) with memory constant in the number of terms; see
   :mod:`flowjax_res.ops.neumann`. The gradient of the term ``(-1)^{k+1} tr(J^k)/k`` is
@@ -46,6 +48,8 @@ Gradients (``gradient=``):
 """
 
 from __future__ import annotations
+
+import functools
 
 from collections.abc import Callable
 
@@ -98,6 +102,16 @@ def _chunk_bounds(batch: int, chunks: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _scan_lengths(n_loop: int) -> tuple[int, ...]:
+    """Static loop lengths for a count known only at run time: 4, 8, 16, ... below
+    ``n_loop``, then ``n_loop`` (at most twice the steps needed, a handful of branches)."""
+    lengths, n = [], 4
+    while n < n_loop:
+        lengths.append(n)
+        n *= 2
+    return (*lengths, n_loop)
+
+
 def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need_w, chunks=1):
     """The shared loop over series terms.
 
@@ -108,7 +122,9 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
       n_loop: ``None``: ``lax.while_loop`` up to ``max(n_total)`` (not reverse
         differentiable, used under the Neumann custom VJP); an ``int``: a ``lax.scan`` of
         that static length (reverse differentiable).
-      masked_scan: in the scan, skip (``lax.cond``) steps past ``max(n_total)``.
+      masked_scan: run only as many steps as cover ``max(n_total)``: the first length of
+        :func:`_scan_lengths` always, the rest by a ``lax.switch`` over rematerialised
+        scans (reverse differentiable; the skipped steps cost nothing).
       need_w: also accumulate ``w = Σ_k (-1)^{k-1} weight(k) vᵀJ^{k-1}`` / P.
       chunks: split the batch into this many contiguous chunks, each with its own
         linearisation of ``g``, advanced side by side in the same loop body. The
@@ -153,17 +169,30 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
             return k + 1, step(k, states)
 
         _, states = lax.while_loop(lambda s: s[0] <= n_max, body, (jnp.int32(1), init))
+    elif masked_scan:
+        # Steps 1..lengths[0] always run (a plain scan, its residuals kept); the rest up to
+        # the smallest static length covering max(n_total) runs in one branch of a
+        # `lax.switch`, each branch a rematerialised scan. Reverse mode through `lax.cond`
+        # or `lax.switch` fills the residuals of the branches not taken with zeros, so a
+        # scan of n_loop steps masked by a cond costs as much as n_loop real steps;
+        # `jax.checkpoint` keeps a branch's residuals to its inputs, and the steps past the
+        # chosen length never run (paper-toy at 10 blocks: 1562 -> 220 ms per training step).
+        lengths = _scan_lengths(n_loop)
+        head = lengths[0]
+
+        def scan_steps(states, first, count):
+            ks = jnp.arange(first, first + count, dtype=jnp.int32)
+            return lax.scan(lambda c, k: (step(k, c), None), states, ks)[0]
+
+        states = scan_steps(init, 1, head)
+        if len(lengths) > 1:
+            branches = [lambda c: c] + [jax.checkpoint(functools.partial(scan_steps, first=head + 1, count=n - head))
+                                        for n in lengths[1:]]
+            index = jnp.searchsorted(jnp.asarray(lengths, jnp.int32), n_max.astype(jnp.int32))
+            states = lax.switch(index, branches, states)
     else:
-
-        def scan_body(states, k):
-            if masked_scan:
-                states = lax.cond(k <= n_max, lambda c: step(k, c), lambda c: c, states)
-            else:
-                states = step(k, states)
-            return states, None
-
         ks = jnp.arange(1, n_loop + 1, dtype=jnp.int32)
-        states, _ = lax.scan(scan_body, init, ks)
+        states, _ = lax.scan(lambda c, k: (step(k, c), None), init, ks)
     cat = (lambda a, axis: a[0]) if len(bounds) == 1 else (lambda a, axis: jnp.concatenate(a, axis=axis))
     gx = cat(gxs, 0)
     ld = cat([s[1] for s in states], 0)

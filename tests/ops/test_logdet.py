@@ -253,3 +253,30 @@ def test_g_of_wrong_shape_raises(estimator):
     bad_g = lambda p, x: 0.5 * jnp.tanh(x[:, :1])  # noqa: E731
     with pytest.raises(ValueError, match=r"g\(params, x\) must return an array of x's shape \(2, 3\), got shape \(2, 1\)"):
         residual_logdet(bad_g, None, jnp.ones((2, 3)), jax.random.key(0), estimator=estimator)
+
+
+@pytest.mark.parametrize("n_max", [0, 3, 4, 5, 11, 33, 40])
+def test_autodiff_roulette_runs_only_the_drawn_terms_with_the_same_values_and_gradients(n_max):
+    """The roulette's autodiff loop (a plain scan of the first 4 terms, then a switch over
+    rematerialised scans up to 8, 16, 32, max_terms) against one unmasked scan of max_terms
+    steps whose terms past the count are weighted 0 (the definition): same log-det and
+    same gradient for counts in every branch, not vmapped (the switch really branches)."""
+    from flowjax_res.ops.logdet import _power_series, _scan_lengths
+
+    assert _scan_lengths(40) == (4, 8, 16, 32, 40) and _scan_lengths(3) == (3,)
+    params = dense_params(jax.random.key(0), symmetric=False)
+    x = jax.random.normal(jax.random.key(1), (5, 6))
+    v = jax.random.normal(jax.random.key(2), (1, 5, 6))
+    n_total = jnp.asarray([n_max, 2, n_max, 1, 0][:5], jnp.int32)  # per example, max = n_max
+
+    def logdet(params, masked):
+        weight = lambda k: 1.0 / (0.9 ** jnp.maximum(k - 2, 0).astype(jnp.float32))  # noqa: E731
+        _, ld, _ = _power_series(dense_g, params, x, v, n_total, weight, n_loop=40, masked_scan=masked, need_w=False)
+        return ld
+
+    got, want = jax.jit(lambda p: logdet(p, True))(params), jax.jit(lambda p: logdet(p, False))(params)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)  # float32, the same operations
+    g_got = jax.jit(jax.grad(lambda p: jnp.sum(logdet(p, True))))(params)
+    g_want = jax.jit(jax.grad(lambda p: jnp.sum(logdet(p, False))))(params)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
