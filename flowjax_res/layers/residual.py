@@ -239,6 +239,7 @@ class ResidualBlock(Bijector):
         learn_p: bool = False,
         mixed_bound: str = "certified",
         preact: bool = False,
+        last_init_scale: float = 1.0,
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -267,8 +268,12 @@ class ResidualBlock(Bijector):
 
         ``preact``: the activation also comes *before* the first layer (``g = W_L phi(...
         phi(W_1 phi(x)))``, the pre-activation blocks of the official Residual Flows and
-        i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz)."""
+        i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz).
+        ``last_init_scale``: the last layer's initial kernel is LeCun-normal times this (the
+        official toy runs' ``zero_init`` divides it by 1000, so that every block starts
+        near the identity)."""
         dim = check_positive_int("dim", dim)
+        last_init_scale = check_positive("last_init_scale", last_init_scale)
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
         dims = (dim, *hidden, dim)
@@ -279,6 +284,8 @@ class ResidualBlock(Bijector):
                 layers.append(_activation(activation))
             kw = dict(coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
                       n_vectors=lipschitz_vectors, rngs=rngs)
+            if i == len(dims) - 2 and last_init_scale != 1.0:
+                kw["kernel_init"] = _scaled(nnx.initializers.lecun_normal(), last_init_scale)
             if chain is None or _spectral_link(chain, i):
                 layers.append(LipschitzDense(a, b, **kw))
             else:
@@ -449,6 +456,11 @@ def _spectral_link(chain, i: int) -> bool:
     """Layer ``i`` maps a fixed order 2 to a fixed order 2: a spectral layer."""
     p, q = chain[i], chain[(i + 1) % len(chain)]
     return not p.learnable and not q.learnable and p.fixed == 2.0 and q.fixed == 2.0
+
+
+def _scaled(init, scale: float):
+    """The initializer ``init`` times ``scale``."""
+    return lambda key, shape, dtype=jnp.float32: scale * init(key, shape, dtype)
 
 
 def _check_bool(name: str, value) -> bool:

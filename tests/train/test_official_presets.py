@@ -45,7 +45,8 @@ MODEL_FIELDS = {
     # through the terms.
     "paper-toy": dict(n_blocks=100, hidden=(128, 128, 128, 128), activation="lipswish", coeff=0.9, preact=True,
                       actnorm=False, n_power_iters=5, lipschitz_max_iters=5, estimator="roulette", dist="geometric",
-                      p=0.5, n_exact_terms=3, n_probes=1, gradient="autodiff", norm_orders=None, base="normal"),
+                      p=0.5, n_exact_terms=3, n_probes=1, gradient="autodiff", norm_orders=None, base="normal",
+                      last_init_scale=1e-3),
     "emerging-imagenet32": dict(n_scales=3, n_steps=48, hidden_channels=512, permutation="emerging",
                                 decomposition="none", coupling="affine", kernel_size=3, split_prior=True,
                                 learn_top=True),
@@ -147,6 +148,10 @@ def test_toy_preset_blocks_are_the_official_mlp():
             (2, 128), (128, 128), (128, 128), (128, 128), (128, 2)]
         assert (b.logdet.dist, b.logdet.p, b.logdet.n_exact_terms, b.logdet.gradient) == (
             "geometric", 0.5, 3, "autodiff")
+        # zero_init: the last kernel at 1/1000 of LeCun-normal (std 1/sqrt(128)), so g starts near 0
+        kernels = [m.kernel[...] for m in b.g.layers if isinstance(m, LipschitzLayer)]
+        assert 0.5e-3 < float(kernels[-1].std()) * 128 ** 0.5 < 2e-3
+        assert 0.5 < float(kernels[1].std()) * 128 ** 0.5 < 2
 
 
 def _residual_branches(model):
