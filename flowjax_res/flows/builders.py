@@ -265,17 +265,20 @@ class DenseFlowConfig(_BlockFields):
     n_blocks: int = 10
     hidden: tuple[int, ...] = (128, 128)
     base: str = "normal"
-    # The last layer of each block initialised at this multiple of the others' scale
-    # (ResidualBlock.dense; the official toy runs: 1e-3).
+    # Initial weights of the blocks' layers (ResidualBlock.dense): "lecun" or "uniform"
+    # (PyTorch's nn.Linear default, the official code's), the last layer's kernel times
+    # last_init_scale (the official toy runs: 1e-3).
+    init: str = "lecun"
     last_init_scale: float = 1.0
 
     def dense_block_kwargs(self) -> dict[str, Any]:
-        return dict(self.block_kwargs(), last_init_scale=self.last_init_scale)
+        return dict(self.block_kwargs(), init=self.init, last_init_scale=self.last_init_scale)
 
     def __post_init__(self):
         self._check_block_fields()
         check_positive_int("n_blocks", self.n_blocks)
         check_choice("base", self.base, ("normal", "diagonal"))
+        check_choice("init", self.init, ("lecun", "uniform"))
         check_positive("last_init_scale", self.last_init_scale)
 
 
@@ -355,6 +358,7 @@ _RESFLOW_TOY_OFFICIAL = dict(
     n_exact_terms=3,                    # iResBlock n_exact_terms = 2 on numpy's {1, 2, ...} count = our 3
     probe="gaussian", n_probes=1,       # torch.randn_like; --n-samples 1
     gradient="autodiff",                # neumann_grad=False, grad_in_forward=False: backprop through the terms
+    init="uniform",                     # torch.nn.Linear's init (kernel and bias uniform +-1/sqrt(fan_in))
     last_init_scale=1e-3,               # build_nnet: zero_init=(out_dim == 2), the last kernel divided by 1000
     base="normal",                      # standard normal base
 )

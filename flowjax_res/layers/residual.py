@@ -240,6 +240,7 @@ class ResidualBlock(Bijector):
         mixed_bound: str = "certified",
         preact: bool = False,
         last_init_scale: float = 1.0,
+        init: str = "lecun",
         rngs: nnx.Rngs,
         **kwargs,
     ) -> ResidualBlock:
@@ -269,11 +270,14 @@ class ResidualBlock(Bijector):
         ``preact``: the activation also comes *before* the first layer (``g = W_L phi(...
         phi(W_1 phi(x)))``, the pre-activation blocks of the official Residual Flows and
         i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz).
-        ``last_init_scale``: the last layer's initial kernel is LeCun-normal times this (the
-        official toy runs' ``zero_init`` divides it by 1000, so that every block starts
-        near the identity)."""
+        ``init``: the layers' initial weights, ``"lecun"`` (LeCun-normal kernels, zero
+        biases) or ``"uniform"`` (kernels and biases uniform on ``+-1/sqrt(fan_in)``: PyTorch's
+        ``nn.Linear`` default, hence the official code's); ``last_init_scale`` multiplies the
+        last layer's initial kernel (the official toy runs' ``zero_init`` divides it by 1000,
+        so that every block starts near the identity)."""
         dim = check_positive_int("dim", dim)
         last_init_scale = check_positive("last_init_scale", last_init_scale)
+        check_choice("init", init, ("lecun", "uniform"))
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
         dims = (dim, *hidden, dim)
@@ -284,8 +288,12 @@ class ResidualBlock(Bijector):
                 layers.append(_activation(activation))
             kw = dict(coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
                       n_vectors=lipschitz_vectors, rngs=rngs)
+            kernel_init = nnx.initializers.lecun_normal()
+            if init == "uniform":
+                kernel_init = kw["bias_init"] = _fan_in_uniform(a)
             if i == len(dims) - 2 and last_init_scale != 1.0:
-                kw["kernel_init"] = _scaled(nnx.initializers.lecun_normal(), last_init_scale)
+                kernel_init = _scaled(kernel_init, last_init_scale)
+            kw["kernel_init"] = kernel_init
             if chain is None or _spectral_link(chain, i):
                 layers.append(LipschitzDense(a, b, **kw))
             else:
@@ -456,6 +464,12 @@ def _spectral_link(chain, i: int) -> bool:
     """Layer ``i`` maps a fixed order 2 to a fixed order 2: a spectral layer."""
     p, q = chain[i], chain[(i + 1) % len(chain)]
     return not p.learnable and not q.learnable and p.fixed == 2.0 and q.fixed == 2.0
+
+
+def _fan_in_uniform(fan_in: int):
+    """Uniform on ``+-1/sqrt(fan_in)`` (PyTorch's ``nn.Linear`` kernels and biases)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def _scaled(init, scale: float):

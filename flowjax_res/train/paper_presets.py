@@ -124,9 +124,7 @@ PAPER_PRESETS: dict[str, PaperPreset] = {p.name: p for p in [
                 "Warm-up: 10 epochs of 50,000 images (train.py's --n_train, also for ImageNet)."),
     PaperPreset("paper-toy", "resflow", "pinwheel", (2,), dict(_TOY_TRAIN), 5_018_500, None,
                 "python train_toy.py --data pinwheel (argparse defaults; --data names any of the eight densities)",
-                "Kernels LeCun-normal (official: PyTorch's default uniform; every layer but the last is rescaled "
-                "to spectral norm 0.9 at once in both), the last at 1/1000 of it as the official zero_init. The "
-                "official power iteration runs 5 steps after each optimiser step and 200 before "
+                "The official power iteration runs 5 steps after each optimiser step and 200 before "
                 "each validation; ours runs exactly 5 in each training forward and to tolerance in evaluation. The "
                 "test set: 10,000 fixed points per data set (official: a fresh draw per validation). Parameters: "
                 "the official count includes the two unused scalars geom_p and lamb per block. Paper figure: none "

@@ -192,3 +192,20 @@ def test_bad_arguments_raise(dense_block):
         dense_block.forward(jnp.zeros((3,)))
     with pytest.raises(ValueError):
         dense_block.inverse(jnp.zeros((2, 2)))
+
+
+def test_dense_init_options():
+    """``init="uniform"``: kernels and biases on +-1/sqrt(fan_in) (torch.nn.Linear);
+    ``last_init_scale`` shrinks the last kernel; bad values name the argument."""
+    from flowjax_res.layers.lipschitz import LipschitzDense
+
+    block = ResidualBlock.dense(3, (64,), init="uniform", last_init_scale=1e-3, rngs=nnx.Rngs(0))
+    first, last = [m for m in block.g.layers if isinstance(m, LipschitzDense)]
+    assert float(abs(first.kernel[...]).max()) <= 3 ** -0.5 and float(abs(first.bias[...]).max()) > 0
+    assert float(abs(last.kernel[...]).max()) <= 1e-3 * 64 ** -0.5
+    lecun = ResidualBlock.dense(3, (64,), rngs=nnx.Rngs(0))
+    assert float(abs([m for m in lecun.g.layers if isinstance(m, LipschitzDense)][0].bias[...]).max()) == 0.0
+    with pytest.raises(ValueError, match="init"):
+        ResidualBlock.dense(3, (64,), init="xavier", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="last_init_scale"):
+        ResidualBlock.dense(3, (64,), last_init_scale=0.0, rngs=nnx.Rngs(0))

@@ -46,7 +46,7 @@ MODEL_FIELDS = {
     "paper-toy": dict(n_blocks=100, hidden=(128, 128, 128, 128), activation="lipswish", coeff=0.9, preact=True,
                       actnorm=False, n_power_iters=5, lipschitz_max_iters=5, estimator="roulette", dist="geometric",
                       p=0.5, n_exact_terms=3, n_probes=1, gradient="autodiff", norm_orders=None, base="normal",
-                      last_init_scale=1e-3),
+                      init="uniform", last_init_scale=1e-3),
     "emerging-imagenet32": dict(n_scales=3, n_steps=48, hidden_channels=512, permutation="emerging",
                                 decomposition="none", coupling="affine", kernel_size=3, split_prior=True,
                                 learn_top=True),
@@ -148,10 +148,15 @@ def test_toy_preset_blocks_are_the_official_mlp():
             (2, 128), (128, 128), (128, 128), (128, 128), (128, 2)]
         assert (b.logdet.dist, b.logdet.p, b.logdet.n_exact_terms, b.logdet.gradient) == (
             "geometric", 0.5, 3, "autodiff")
-        # zero_init: the last kernel at 1/1000 of LeCun-normal (std 1/sqrt(128)), so g starts near 0
-        kernels = [m.kernel[...] for m in b.g.layers if isinstance(m, LipschitzLayer)]
-        assert 0.5e-3 < float(kernels[-1].std()) * 128 ** 0.5 < 2e-3
-        assert 0.5 < float(kernels[1].std()) * 128 ** 0.5 < 2
+        # torch.nn.Linear's init, uniform on +-1/sqrt(fan_in) for kernels and biases; zero_init: the
+        # last kernel at 1/1000 of it, so that g starts near 0
+        layers = [m for m in b.g.layers if isinstance(m, LipschitzLayer)]
+        for m, scale in zip(layers, [1, 1, 1, 1, 1e-3]):
+            bound = m.kernel.shape[0] ** -0.5
+            assert 0.9 * scale * bound < float(abs(m.kernel[...]).max()) <= scale * bound
+            assert float(abs(m.bias[...]).max()) <= bound
+            if m.bias.shape[0] >= 100:  # 100 uniform draws: the largest is above bound / 2 (all but surely)
+                assert float(abs(m.bias[...]).max()) > 0.5 * bound
 
 
 def _residual_branches(model):
