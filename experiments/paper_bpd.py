@@ -7,8 +7,8 @@ and periodic convolutions, at equal parameter counts and equal steps.
 ``iresnet-cifar10`` and ``emerging-cifar10``: pre-activation blocks, Poisson roulette,
 i-ResNet's factor-out and learned prior, Glow's split priors...) shrunk to 2 scales of 2
 blocks (Glow: 2 levels of 4 steps; on mnist5k the Residual Flow without its FC tail), the
-width of every model chosen so that its parameter count is closest to the Residual Flow's (``hidden_channels``, bisection on the exact count),
-and one training protocol for all (Adam, lr 2e-3, 50 warm-up steps, clip 10, EMA 0.99, batch
+width of every model chosen so that its parameter count is closest to the Residual Flow's
+(``hidden_channels``, bisection on the exact count), and one training protocol for all (Adam, lr 2e-3, 50 warm-up steps, clip 10, EMA 0.99, batch
 64; the official protocols' warm-ups of 1000 steps and more do not fit these runs). Test bits
 per dim of the EMA weights in data space, ± the standard error over test examples; across
 seeds the mean ± its standard error. Each data set is one command and one table (digits:
@@ -20,8 +20,8 @@ emerging-cifar10 and the same network with 1x1 and periodic convolutions. It fir
 ``--time-steps`` steps after compilation and prints the expected wall time per epoch, then
 trains ``--epochs`` epochs (``--dry-run``: time only).
 
-    python experiments/paper_bpd.py --datasets digits    # CPU scale, 3 seeds: 13 min of runs on 2 cores
-    python experiments/paper_bpd.py --datasets mnist5k   # CPU scale, 3 seeds: under 30 min on 2 cores
+    python experiments/paper_bpd.py --datasets digits    # CPU scale, 3 seeds: 10.3 min on 2 cores
+    python experiments/paper_bpd.py --datasets mnist5k   # CPU scale, 3 seeds: 28.5 min on 2 cores
     python experiments/paper_bpd.py --scale paper --data-dir ~/tensorflow_datasets --epochs 100
 
 Writes experiments/results/paper_bpd_<scale>.json after every run and prints the table that
