@@ -8,8 +8,9 @@ and periodic convolutions, at equal parameter counts and equal steps.
 i-ResNet's factor-out and learned prior, Glow's split priors...) shrunk to 2 scales of 2
 blocks (Glow: 2 levels of 4 steps; on mnist5k the Residual Flow without its FC tail), the
 width of every model chosen so that its parameter count is closest to the Residual Flow's
-(``hidden_channels``, bisection on the exact count), and one training protocol for all (Adam, lr 2e-3, 50 warm-up steps, clip 10, EMA 0.99, batch
-64; the official protocols' warm-ups of 1000 steps and more do not fit these runs). Test bits
+(``hidden_channels``, bisection on the exact count), and one training protocol for all
+(Adam, lr 2e-3, 50 warm-up steps, clip 10, EMA 0.99, batch 64; the official protocols'
+warm-ups of 1000 steps and more do not fit these runs). Test bits
 per dim of the EMA weights in data space, ± the standard error over test examples; across
 seeds the mean ± its standard error. Each data set is one command and one table (digits:
 1000 steps, mnist5k: 500).
