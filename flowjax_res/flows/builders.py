@@ -52,7 +52,7 @@ from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
 from flowjax_res.flows.preprocess import Dequantize, Logit, Scale
 from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.layers.actnorm import ActNorm
-from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
+from flowjax_res.layers.residual import DENSE_INITS, InverseConfig, LogDetConfig, ResidualBlock
 
 __all__ = [
     "ImageFlowConfig",
@@ -278,7 +278,7 @@ class DenseFlowConfig(_BlockFields):
         self._check_block_fields()
         check_positive_int("n_blocks", self.n_blocks)
         check_choice("base", self.base, ("normal", "diagonal"))
-        check_choice("init", self.init, ("lecun", "uniform"))
+        check_choice("init", self.init, DENSE_INITS)
         check_positive("last_init_scale", self.last_init_scale)
 
 

@@ -66,6 +66,8 @@ from flowjax_res.ops.roulette import ROULETTE_DISTS
 __all__ = ["LogDetConfig", "InverseConfig", "ResidualBlock"]
 
 EXACT_EVAL_MAX_DIM = 16
+# Initial weights of the dense blocks' layers (ResidualBlock.dense(init=)).
+DENSE_INITS = ("lecun", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +279,7 @@ class ResidualBlock(Bijector):
         so that every block starts near the identity)."""
         dim = check_positive_int("dim", dim)
         last_init_scale = check_positive("last_init_scale", last_init_scale)
-        check_choice("init", init, ("lecun", "uniform"))
+        check_choice("init", init, DENSE_INITS)
         hidden = _int_tuple("hidden", hidden, allow_empty=True)
         check_choice("activation", activation, activation_names())
         dims = (dim, *hidden, dim)
