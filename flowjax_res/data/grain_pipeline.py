@@ -21,7 +21,9 @@ centre crop / resize, the optional random horizontal flip) runs in grain's map s
 on grain's reader threads (``num_threads``) or worker processes (``worker_count``), never
 in the jitted training step. The flip of a record is a hash of ``(seed, stream
 position)``: deterministic and independent of the process layout. Batches come out as
-``uint8`` NHWC numpy arrays; **dequantisation stays in the model** (it draws its noise
+``uint8`` NHWC numpy arrays (with ``label_key``, ``(images, int32 labels)`` pairs: the
+label of a record travels with its image through the same shuffle, shards and flips, and
+a flip never changes it); **dequantisation stays in the model** (it draws its noise
 from the step key, as for the in-memory data), so the same checkpointed model sees the
 same numbers whichever input path fed it.
 
@@ -106,15 +108,21 @@ class _GlobalBatchShard(grain.MapDataset):
 
 class _Prepare(grain.transforms.Map):
     """Record -> ``uint8 (H, W, C)`` image: pick the image feature, crop/resize, pad and
-    tile, flip."""
+    tile, flip; with ``label_key``, ``(image, int32 label)``."""
 
-    def __init__(self, image_key, crop, resize, flip, seed, shape, pad=0, tile=1):
+    def __init__(self, image_key, crop, resize, flip, seed, shape, pad=0, tile=1, label_key=None):
         self._key, self._crop, self._resize = image_key, crop, resize
         self._flip, self._seed, self._shape = flip, seed, shape
-        self._pad, self._tile = pad, tile
+        self._pad, self._tile, self._label_key = pad, tile, label_key
 
     def map(self, element):
         pos, record = element
+        image = self._prepare(pos, record)
+        if self._label_key is None:
+            return image
+        return image, _label(record, self._label_key, pos)
+
+    def _prepare(self, pos, record):
         image = record[self._key] if self._key is not None else record
         image = np.asarray(image)
         if self._crop is not None or self._resize is not None:
@@ -133,6 +141,24 @@ class _Prepare(grain.transforms.Map):
         return np.ascontiguousarray(image)
 
 
+def _label(record: Any, label_key: str, pos: int) -> np.int32:
+    """The integer label ``record[label_key]`` as ``int32`` (``ValueError`` naming the key
+    when the record has none or it is not one integer)."""
+    try:
+        label = record[label_key]
+    except (KeyError, IndexError, TypeError, ValueError):
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"label_key {label_key!r}: the record at stream position {pos} has no such feature "
+                         f"(its features: {keys})") from None
+    label = np.asarray(label)
+    if label.shape != () or not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"label_key {label_key!r}: the record at stream position {pos} holds {label.dtype} "
+                         f"of shape {label.shape}, expected one integer label")
+    if not np.iinfo(np.int32).min <= int(label) <= np.iinfo(np.int32).max:
+        raise ValueError(f"label_key {label_key!r}: label {int(label)} at stream position {pos} does not fit int32")
+    return np.int32(label)
+
+
 class GrainBatches:
     """Training batches from a random-access ``source`` through a grain pipeline.
 
@@ -144,6 +170,8 @@ class GrainBatches:
       shuffle: shuffle each epoch (``False``: source order, every epoch the same).
       image_key: the feature holding the image when records are dicts (``None``: the
         record is the image).
+      label_key: the feature holding the integer label (e.g. ``TfdsSpec.label_key``);
+        ``None`` (default): images only. Needs dict records (``image_key`` set).
       shape: expected ``(H, W, C)`` after pre-processing (checked per record), or ``None``.
       crop, resize: centre crop and resize (``(h, w)``), e.g. for CelebA.
       pad, tile: zero pixels added on each side and copies of the channels (MNIST as
@@ -156,8 +184,10 @@ class GrainBatches:
       worker_count: > 0 runs the map stage in that many grain worker processes
         (``mp_prefetch``).
 
-    ``batch(step)`` returns process-local ``uint8 (B / P, H, W, C)``; consecutive steps
-    come from one grain iterator, any other step restarts it there.
+    ``batch(step)`` returns process-local ``uint8 (B / P, H, W, C)``, or with
+    ``label_key`` the pair ``(images, int32 (B / P,) labels)``; consecutive steps come
+    from one grain iterator, any other step restarts it there. The iterator state
+    (:meth:`get_state`) does not depend on ``label_key``.
     """
 
     def __init__(
@@ -174,6 +204,7 @@ class GrainBatches:
         pad: int = 0,
         tile: int = 1,
         flip: bool = False,
+        label_key: str | None = None,
         process_index: int | None = None,
         process_count: int | None = None,
         num_threads: int = 2,
@@ -196,6 +227,7 @@ class GrainBatches:
         if self.n < self.batch_size:
             raise ValueError(f"batch_size must be <= the number of training examples ({self.n}), got {batch_size}")
         self.shuffle = bool(shuffle)
+        self.label_key = _check_label_key(label_key, image_key)
         self.local_batch_size = self.batch_size // self.process_count
         self.steps_per_epoch = self.n // self.batch_size
         self._read = grain.ReadOptions(num_threads=check_nonnegative_int("num_threads", num_threads),
@@ -206,8 +238,10 @@ class GrainBatches:
             stream = stream.shuffle(seed=grain_seed(self.seed))
         shard = _GlobalBatchShard(stream, self.n, self.batch_size, self.process_index, self.process_count)
         prepared = shard.map(_Prepare(image_key, crop, resize, flip, self.seed, tuple(shape) if shape else None,
-                                      check_nonnegative_int("pad", pad), check_positive_int("tile", tile)))
-        #: the process-local batches as a grain MapDataset: element ``s`` is step ``s``.
+                                      check_nonnegative_int("pad", pad), check_positive_int("tile", tile),
+                                      self.label_key))
+        #: the process-local batches as a grain MapDataset: element ``s`` is step ``s``
+        #: (an ``(images, labels)`` tuple with ``label_key``).
         self.dataset = prepared.batch(self.local_batch_size, drop_remainder=True)
         self._iter, self._offset, self._next = None, 0, None
 
@@ -224,8 +258,9 @@ class GrainBatches:
             it.set_state(grain_state)
         self._iter, self._offset = it, offset
 
-    def batch(self, step: int) -> np.ndarray:
-        """The process-local batch of training step ``step`` (``uint8`` NHWC)."""
+    def batch(self, step: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The process-local batch of training step ``step`` (``uint8`` NHWC), or
+        ``(images, int32 labels)`` with ``label_key``."""
         step = check_nonnegative_int("step", step)
         if self._iter is None or step != self._next:
             self._open(step)
@@ -284,16 +319,35 @@ def read_images(
     tile: int = 1,
     limit: int | None = None,
     num_threads: int = 2,
-) -> np.ndarray:
+    label_key: str | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """All images of ``source`` (or the first ``limit``) in source order, decoded and
-    pre-processed (crop/resize, pad/tile, no flip) by a grain pipeline: ``uint8 (N, H, W, C)``.
+    pre-processed (crop/resize, pad/tile, no flip) by a grain pipeline: ``uint8 (N, H, W, C)``;
+    with ``label_key``, ``(images, labels)``, labels ``int32 (N,)`` in the same order.
     Used for test sets, which are evaluated whole."""
+    label_key = _check_label_key(label_key, image_key)
     n = len(source) if limit is None else min(len(source), check_positive_int("limit", limit))
     ds = grain.MapDataset.source(source)[:n].map(lambda r: (0, r))
     ds = ds.map(_Prepare(image_key, crop, resize, False, 0, tuple(shape) if shape else None,
-                         check_nonnegative_int("pad", pad), check_positive_int("tile", tile)))
+                         check_nonnegative_int("pad", pad), check_positive_int("tile", tile), label_key))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=check_nonnegative_int("num_threads", num_threads)))
-    return np.stack(list(it))
+    out = list(it)
+    if label_key is None:
+        return np.stack(out)
+    return np.stack([x for x, _ in out]), np.asarray([y for _, y in out], dtype=np.int32)
+
+
+def _check_label_key(label_key: str | None, image_key: str | None) -> str | None:
+    """``label_key`` if it is ``None`` or a non-empty string and the records are dicts
+    (``image_key`` set); else a ValueError naming ``label_key``."""
+    if label_key is None:
+        return None
+    if not isinstance(label_key, str) or not label_key:
+        raise ValueError(f"label_key must be None or a feature name (non-empty str), got {label_key!r}")
+    if image_key is None:
+        raise ValueError(f"label_key={label_key!r} needs dict records with the image under image_key, "
+                         "got image_key=None (records that are bare images have no label)")
+    return label_key
 
 
 def _absl_flags_parsed() -> None:

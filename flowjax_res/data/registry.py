@@ -67,15 +67,24 @@ def dataset_info(name: str) -> DatasetInfo:
     return DatasetInfo(name, "toy", (2,), source="sampled")
 
 
-def load_dataset(name: str, split: str = "train", *, seed: int = 0, n: int | None = None) -> np.ndarray:
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    seed: int = 0,
+    n: int | None = None,
+    with_labels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """A fixed array of examples of ``name`` for ``split`` ("train" or "test").
 
     Toy sets: ``n`` points (default 10000 train / 5000 test) drawn from keys derived from
     ``seed`` (train and test use different keys), float32 ``(n, 2)``. Images: the fixed
     split of :func:`flowjax_res.data.digits.load_digits` or
     :func:`flowjax_res.data.mnist_subset.load_mnist5k`, ``uint8 (N, H, W, C)``; ``n``
-    (if given) keeps the first ``n``. TFDS sets are not loaded here (``ValueError``):
-    they stream through :class:`flowjax_res.data.grain_pipeline.GrainBatches`.
+    (if given) keeps the first ``n``. With ``with_labels=True`` (image sets only; toy
+    data have no labels, ``ValueError``) returns ``(images, labels)``, labels ``int32
+    (N,)`` of the same rows. TFDS sets are not loaded here (``ValueError``): they stream
+    through :class:`flowjax_res.data.grain_pipeline.GrainBatches` (``label_key`` for labels).
     """
     info = dataset_info(name)
     check_choice("split", split, ("train", "test"))
@@ -83,10 +92,17 @@ def load_dataset(name: str, split: str = "train", *, seed: int = 0, n: int | Non
     if n is not None:
         n = check_positive_int("n", n)
     if info.kind == "toy":
+        if with_labels:
+            raise ValueError(f"with_labels=True: toy data have no labels (data set {name!r}); "
+                             "labels exist for the image sets only")
         key = jax.random.fold_in(jax.random.key(seed), 0 if split == "train" else 1)
         return np.asarray(sample_toy(name, key, n or _TOY_SIZES[split]))
     if info.source == "tfds":
         raise ValueError(f"data set {name!r} is a TFDS data set: read it with flowjax_res.data.tfds_sources."
                          f"open_tfds_source and GrainBatches (or train with --dataset {name} --data-dir DIR)")
-    images = (load_digits if name == "digits" else load_mnist5k)(split, seed=seed)
-    return images[:n] if n is not None else images
+    loaded = (load_digits if name == "digits" else load_mnist5k)(split, seed=seed, with_labels=bool(with_labels))
+    if not with_labels:
+        return loaded[:n] if n is not None else loaded
+    images, labels = loaded
+    labels = np.asarray(labels, dtype=np.int32)
+    return (images[:n], labels[:n]) if n is not None else (images, labels)

@@ -216,26 +216,39 @@ def process_rows(batch_size: int, mesh: Mesh) -> tuple[int, int]:
     return start, stop
 
 
-def put_batch(batch: Any, mesh: Mesh, batch_size: int | None = None) -> jax.Array:
-    """One global array, sharded on ``"data"``, from a host batch.
+def put_batch(batch: Any, mesh: Mesh, batch_size: int | None = None) -> Any:
+    """Global arrays, sharded on ``"data"``, from a host batch.
 
-    ``batch`` is either the whole global batch (every host holds it, as with the
-    ``(seed, step)``-determined batches) or, on a multi-host run, this process's rows
-    :func:`process_rows` of a global batch of ``batch_size`` (a per-process pipeline). Uses
-    ``jax.make_array_from_process_local_data``.
+    ``batch`` is one array or a pytree of arrays (e.g. ``(images, labels)``) that share
+    the leading batch axis; the result has the same structure, each array sharded on
+    ``"data"`` with the same rows. Each array is either the whole global batch (every
+    host holds it, as with the ``(seed, step)``-determined batches) or, on a multi-host
+    run, this process's rows :func:`process_rows` of a global batch of ``batch_size`` (a
+    per-process pipeline). Uses ``jax.make_array_from_process_local_data``.
     """
-    batch = np.asarray(batch)
-    global_size = batch.shape[0] if batch_size is None else int(batch_size)
+    leaves, treedef = jax.tree.flatten(batch)
+    if not leaves:
+        raise ValueError(f"batch must be an array or a pytree of arrays, got {batch!r} (no arrays)")
+    leaves = [np.asarray(x) for x in leaves]
+    if any(x.ndim == 0 for x in leaves):
+        raise ValueError(f"batch arrays must have a leading batch axis, got shapes {[x.shape for x in leaves]}")
+    rows = {x.shape[0] for x in leaves}
+    if len(rows) != 1:
+        raise ValueError(f"batch arrays must share the leading batch axis, got shapes {[x.shape for x in leaves]}")
+    n_rows = rows.pop()
+    global_size = n_rows if batch_size is None else int(batch_size)
     check_batch_divisible(global_size, mesh)
     start, stop = process_rows(global_size, mesh)
-    if batch.shape[0] == global_size and stop - start != global_size:
-        batch = batch[start:stop]  # every host has the whole batch: keep this host's rows
-    elif batch.shape[0] != stop - start:
+    if n_rows == global_size and stop - start != global_size:
+        leaves = [x[start:stop] for x in leaves]  # every host has the whole batch: keep this host's rows
+    elif n_rows != stop - start:
         raise ValueError(
-            f"batch has {batch.shape[0]} rows; expected the global batch_size {global_size} or this "
+            f"batch has {n_rows} rows; expected the global batch_size {global_size} or this "
             f"process's {stop - start} rows"
         )
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), batch, (global_size, *batch.shape[1:]))
+    sharding = batch_sharding(mesh)
+    out = [jax.make_array_from_process_local_data(sharding, x, (global_size, *x.shape[1:])) for x in leaves]
+    return jax.tree.unflatten(treedef, out)
 
 
 def maybe_initialize_distributed(flag: bool | None = None) -> bool:
