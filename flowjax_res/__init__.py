@@ -11,6 +11,9 @@ The public API, flat::
 
 - builders: :func:`dense_residual_flow`, :func:`residual_flow`, :func:`iresnet`,
   :func:`glow`, :func:`build_model`;
+- classifiers: :func:`build_classifier` (the i-ResNet classifier and, with
+  ``lipschitz=False``, its unconstrained twin), :class:`HybridModel` (a flow with a
+  classifier head; ``build_model(..., task="hybrid")``);
 - distributions and flows: :class:`FlowDistribution`, :class:`StandardNormal`,
   :class:`DiagonalGaussian`, :class:`Flow`, :class:`MultiScale`, :class:`ResidualStack`,
   pre-processing (:class:`Dequantize`, :class:`Scale`, :class:`Logit`);
@@ -75,6 +78,9 @@ from flowjax_res.flows import (
     ResidualStack,
     Scale,
     StandardNormal,
+    HybridModel,
+    IResNetClassifier,
+    build_classifier,
     build_model,
     count_params,
     dense_residual_flow,
@@ -112,6 +118,10 @@ __all__ = [
     "glow",
     "build_model",
     "count_params",
+    # classifiers
+    "build_classifier",
+    "IResNetClassifier",
+    "HybridModel",
     # flows and distributions
     "Flow",
     "FlowDistribution",

@@ -371,6 +371,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       fc_hidden=(128, 128), n_power_iters=5),
         # README: python train_img.py --data mnist --imagesize 28 --actnorm True --wd 0
         "paper-mnist": dict(_RESFLOW_OFFICIAL, logit_alpha=1e-6),  # LogitTransform(1e-6) for MNIST
+        # train_img.py --data mnist --imagesize 28 --actnorm True --task hybrid: the same flow (a head is added)
+        "hybrid-resflow-mnist": dict(_RESFLOW_OFFICIAL, logit_alpha=1e-6),
         # README: python train_img.py --data cifar10 --actnorm True
         "paper-cifar10": dict(_RESFLOW_OFFICIAL),
         # README: python train_img.py --data imagenet32 --actnorm True --nblocks 32-32-32
@@ -607,8 +609,9 @@ def dense_residual_flow(
     return build_dense_flow(dim, cfg, rngs=rngs)
 
 
-def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, **overrides) -> FlowDistribution:
-    """Build model ``name`` ("resflow" | "iresnet" | "glow") for ``data_info`` at ``preset``.
+def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, *, task: str = "density",
+                **overrides) -> nnx.Module:
+    """Build model ``name`` ("resflow" | "iresnet" | "glow" | "vanilla") for ``data_info`` at ``preset``.
 
     ``data_info`` is a :class:`flowjax_res.data.registry.DatasetInfo` (or a data set
     name): toy data get a dense flow (:class:`DenseFlowConfig`), images a multi-scale
@@ -617,14 +620,56 @@ def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, **overr
     :func:`flowjax_res.flows.glow.glow`, its overrides being
     :class:`~flowjax_res.flows.glow.GlowConfig` fields (``permutation``,
     ``decomposition``, ``coupling``, ...).
+
+    ``task``: ``"density"`` (the flow, a :class:`FlowDistribution`); ``"classify"``: the
+    i-ResNet classifier (:func:`~flowjax_res.flows.classifier.build_classifier`; ``name``
+    ``"iresnet"``, or ``"vanilla"`` for the same network without its Lipschitz
+    constraint; ``preset`` and ``overrides`` from
+    :data:`~flowjax_res.flows.classifier.CLASSIFIER_PRESETS` /
+    :class:`~flowjax_res.flows.classifier.ClassifierConfig`); ``"hybrid"``: the flow of
+    ``name`` at ``preset`` with a classifier head on its latent
+    (:class:`~flowjax_res.flows.hybrid.HybridModel`; the override ``head_hidden``, default
+    256, sets the head's width). The labelled tasks need ``data_info.n_classes``.
     """
     rngs = as_rngs(rngs)
-    check_choice("name", name, (*MODELS, "glow"))
+    check_choice("task", task, ("density", "classify", "hybrid"))
+    check_choice("name", name, (*MODELS, "glow", "vanilla"))
     if isinstance(data_info, str):
         from flowjax_res.data.registry import dataset_info
 
         data_info = dataset_info(data_info)
     kind = check_choice("data_info.kind", getattr(data_info, "kind", None), ("toy", "image"))
+    if task != "density":
+        n_classes = getattr(data_info, "n_classes", None)
+        if kind != "image" or not n_classes:
+            raise ValueError(f"task {task!r} needs image data with labels; data set "
+                             f"{getattr(data_info, 'name', data_info)!r} has none")
+        if task == "classify":
+            from flowjax_res.flows.classifier import build_classifier, classifier_config
+
+            if name not in ("iresnet", "vanilla"):
+                raise ValueError(f"task 'classify' builds the i-ResNet classifier: name must be 'iresnet' or "
+                                 f"'vanilla' (unconstrained), got {name!r} (use task='hybrid' for a flow)")
+            overrides = dict(overrides)
+            overrides.setdefault("n_levels", data_info.n_levels)
+            if name == "vanilla":
+                if overrides.get("lipschitz", False):
+                    raise ValueError("model 'vanilla' is the classifier without its Lipschitz constraint: "
+                                     "lipschitz=True contradicts it (use model 'iresnet')")
+                overrides["lipschitz"] = False
+            return build_classifier(tuple(data_info.shape), n_classes, classifier_config(preset, **overrides),
+                                    rngs=rngs)
+        from flowjax_res.flows.hybrid import HybridModel
+
+        if name == "vanilla":
+            raise ValueError("model 'vanilla' is a classifier (task='classify'); a hybrid model needs a flow: "
+                             "resflow, iresnet or glow")
+        overrides = dict(overrides)
+        head_hidden = overrides.pop("head_hidden", 256)
+        dist = build_model(name, data_info, preset, rngs, **overrides)
+        return HybridModel(dist, n_classes, head_hidden=head_hidden, rngs=rngs)
+    if name == "vanilla":
+        raise ValueError("model 'vanilla' is the unconstrained i-ResNet classifier: it needs task='classify'")
     if name == "glow":
         from flowjax_res.flows.glow import build_glow, glow_config
 

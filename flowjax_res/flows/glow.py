@@ -152,6 +152,8 @@ GLOW_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_scales=2, n_steps=1, hidden_channels=8),
     "small": dict(n_scales=2, n_steps=4, hidden_channels=32),
     "paper": dict(n_scales=3, n_steps=32, hidden_channels=512),
+    # the coupling counterpart of hybrid-resflow-mnist: the paper's width, 2 scales (28x28 allows two)
+    "hybrid-glow-mnist": dict(n_scales=2, n_steps=32, hidden_channels=512),
     # The official Emerging-convolution runs (ehoogeboom/emerging, README commands, train.py and
     # model.py): --flow_permutation 3 is a 1x1 convolution (--decomposition '': unconstrained)
     # and the emerging 3x3 convolution (ours: the emerging convolution, then the 1x1);

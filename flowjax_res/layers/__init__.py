@@ -18,6 +18,7 @@ from flowjax_res.layers.periodic import PeriodicConv
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
 from flowjax_res.layers.squeeze import Squeeze
+from flowjax_res.layers.classifier_head import ClassifierHead
 from flowjax_res.layers.coupling import AdditiveCoupling, AffineCoupling
 from flowjax_res.layers.permutation import ChannelPermutation, ReversePermutation, ShufflePermutation
 from flowjax_res.layers.split_prior import LearnedPrior, SplitPrior
