@@ -1,4 +1,5 @@
-"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample``, ``lipschitz`` and ``variance``.
+"""The ``flowjax-res`` command line: ``train``, ``eval``, ``sample``, ``reconstruct``, ``lipschitz`` and
+``variance``.
 
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
@@ -35,7 +36,7 @@ _TRAIN_FIELDS = (
     "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
     "permutation", "decomposition", "coupling", "out",
     "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss", "model_args",
-    "norm_orders", "learn_p", "mixed_bound",
+    "norm_orders", "learn_p", "mixed_bound", "task", "hybrid_lambda",
 )
 # Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
 # the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,lipschitz,variance}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,reconstruct,lipschitz,variance}")
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
     g = t.add_argument_group("data and model")
@@ -57,12 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="TFDS data directory with prepared TFDS sets (default $TFDS_DATA_DIR or "
                                       "~/tensorflow_datasets); prepare with `tfds build NAME --data_dir DIR "
                                       "--file_format array_record` or `python -m flowjax_res.data.tfds_local`")
-    g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow' (default {d.model})")
+    g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow'; with --task classify 'iresnet' or 'vanilla' "
+                                   f"(the same classifier without the Lipschitz constraint) (default {d.model})")
+    g.add_argument("--task", help="density (default: maximum likelihood), classify (the i-ResNet classifier: "
+                                  "-log p(y|x)) or hybrid (a flow with a classifier head on its latent: "
+                                  "-(lambda log p(x) + log p(y|x))); classify and hybrid need labelled images "
+                                  "(digits, mnist5k, mnist, mnist32x3, cifar10)")
+    g.add_argument("--lambda", dest="hybrid_lambda", type=_lambda_arg, metavar="L|1/D",
+                   help="the weight of log p(x) in the hybrid objective: a number >= 0 or 1/D (D: the dimension "
+                        "of an image); 0 trains a pure classifier on the flow's features (default 1)")
     g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset}); or an official "
                                     "run, which also sets the model, data set and training settings not given: "
                                     "paper-mnist, paper-cifar10, paper-imagenet32, paper-imagenet64, paper-celebahq "
                                     "(Residual Flows), iresnet-cifar10, iresnet-mnist, emerging-cifar10, "
-                                    "emerging-imagenet32")
+                                    "emerging-imagenet32; with their task: iresnet-classify-cifar10, "
+                                    "hybrid-resflow-mnist, hybrid-glow-mnist")
     g = t.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help=f"total optimiser steps (default {d.steps})")
     g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -70,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {d.warmup})")
     g.add_argument("--grad-clip", type=float, help=f"global-norm clip, 0 = none (default {d.grad_clip})")
     g.add_argument("--weight-decay", type=float, help=f"decoupled weight decay (default {d.weight_decay})")
-    g.add_argument("--optimizer", help=f"adam or adamax (default {d.optimizer})")
+    g.add_argument("--optimizer", help=f"adam, adamax or sgd (momentum --beta1 0.9) (default {d.optimizer})")
     g.add_argument("--ema-decay", type=float, help="EMA of weights for eval/sampling, 0 = off (default 0.99 for toy data, 0.999 for images)")
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
     g = t.add_argument_group("log-det estimator and Lipschitz constraint (default: the preset's)")
@@ -142,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
 
+    r = sub.add_parser("reconstruct", help="invert a run's features (the classifier's fixed-point inverse, or the "
+                                           "flow) on test images: originals beside reconstructions as a PNG, "
+                                           "with the reconstruction error")
+    r.add_argument("--run", required=True, metavar="RUN_DIR")
+    r.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    r.add_argument("--n", type=int, default=32, help="test images to reconstruct (default 32)")
+    r.add_argument("--output", help="directory of reconstructions.png and reconstruction.json (default RUN_DIR)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+
     lp = sub.add_parser("lipschitz", help="per layer: converged spectral norm, applied scale, resulting bound (flags "
                                           "any layer above c(1+tol); exit code 1 then)")
     lp.add_argument("--run", required=True, metavar="RUN_DIR")
@@ -182,6 +201,16 @@ def _model_arg(text: str) -> tuple[str, object]:
         return name, json.loads(value)
     except ValueError:
         return name, value
+
+
+def _lambda_arg(text: str) -> float | str:
+    from flowjax_res.flows.hybrid import resolve_lambda
+
+    try:
+        resolve_lambda(text, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 1/D, got {text!r}") from None
+    return "1/D" if text.strip().replace(" ", "").upper() == "1/D" else float(text)
 
 
 def _devices_arg(text: str) -> int:
@@ -261,9 +290,9 @@ def _cmd_train(args) -> int:
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
     else:
-        from flowjax_res.train.paper_presets import PAPER_PRESETS, paper_train_fields
+        from flowjax_res.train.paper_presets import PAPER_PRESETS, TASK_PRESETS, paper_train_fields
 
-        if given.get("preset") in PAPER_PRESETS:  # an official run: its model, data and training settings
+        if given.get("preset") in {**PAPER_PRESETS, **TASK_PRESETS}:  # an official run: model, data, training
             given = paper_train_fields(given["preset"], given)
         cfg = TrainConfig(**given)
         _host_devices_for(cfg)
@@ -329,8 +358,17 @@ def _rmdir_empty_chain(path: str, top: str) -> None:
 
 
 def _format_eval(cfg, summary: dict, run_dir: str) -> str:
-    metric = "nll" if "nll" in summary else "bpd" if "bpd" in summary else None
     head = f"{cfg.model} on {cfg.dataset}, step {summary.get('step')}"
+    if "accuracy" in summary:  # a classifier or a hybrid model
+        line = (f"{head} ({cfg.task}): test accuracy = {summary['accuracy']:.4f} +- {summary['accuracy_stderr']:.4f}, "
+                f"cross-entropy = {summary['xent']:.4f} nats")
+        if "bpd" in summary:
+            line += f", bpd = {summary['bpd']:.4f} +- {summary['bpd_stderr']:.4f} bits/dim"
+        line += f" (n={summary['n']}, skipped steps {summary.get('skipped', 0)})"
+        if summary.get("n_nonfinite"):
+            line += f"; WARNING: {summary['n_nonfinite']} non-finite values"
+        return line
+    metric = "nll" if "nll" in summary else "bpd" if "bpd" in summary else None
     if metric is None:
         return f"{head}: no evaluation yet ({run_dir})"
     unit = "nats" if metric == "nll" else "bits/dim"
@@ -376,6 +414,9 @@ def _cmd_sample(args) -> int:
     check_nonnegative_int("--seed", args.seed)
     n = check_positive_int("--n", args.n) if args.n is not None else None
     cfg, data, graphdef, state = _load(args.run, args.step)
+    if data.task == "classify":
+        raise ValueError(f"{args.run!r} is a classifier (task 'classify'): it models p(y | x) and has no samples; "
+                         f"see its reconstructions with: {PROG} reconstruct --run {args.run}")
     step = int(state.step)
     n = n or (5000 if data.kind == "toy" else 64)
     out = args.output or os.path.join(args.run, f"samples-{step}-seed{args.seed}.png")
@@ -388,6 +429,27 @@ def _cmd_sample(args) -> int:
     else:
         plots.plot_image_grid(out, np.asarray(samples), data.n_levels, title=title)
     print(out)
+    return 0
+
+
+def _cmd_reconstruct(args) -> int:
+    from flowjax_res._checks import check_positive_int
+    from flowjax_res.train.loop import run_reconstruction
+
+    n = check_positive_int("--n", args.n)
+    cfg, data, graphdef, state = _load(args.run, args.step)
+    if not data.labeled and data.kind != "image":
+        raise ValueError(f"reconstruct needs an image run; {args.run!r} trained on {cfg.dataset!r}")
+    out = args.output or args.run
+    os.makedirs(out, exist_ok=True)
+    summary = {"step": int(state.step), **run_reconstruction(out, cfg, graphdef, state, data, n=n)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{cfg.model} on {cfg.dataset}, step {summary['step']}: reconstruction error (mean |x - x_rec| on "
+              f"[-0.5, 0.5]) = {summary['rec_error']:.3g} +- {summary['rec_error_stderr']:.2g} (max "
+              f"{summary['rec_error_max']:.3g}; {summary['n_converged']}/{summary['n']} converged, "
+              f"{summary['n_finite']} finite); {summary['png']}")
     return 0
 
 
@@ -413,8 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "lipschitz": _cmd_lipschitz,
-                "variance": _cmd_variance}[args.command](args)
+        return {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
+                "lipschitz": _cmd_lipschitz, "variance": _cmd_variance}[args.command](args)
     except _UsageError as e:
         print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2

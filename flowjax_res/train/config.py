@@ -17,10 +17,11 @@ from flowjax_res._checks import (
     check_positive_int,
 )
 
-OPTIMIZERS = ("adam", "adamax")
+OPTIMIZERS = ("adam", "adamax", "sgd")
 MAX_STEPS = 2**31 - 1  # the train state's step counter is int32
 MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
-MODELS = ("resflow", "iresnet", "glow")
+MODELS = ("resflow", "iresnet", "glow", "vanilla")
+TASKS = ("density", "classify", "hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,16 @@ class TrainConfig:
         :mod:`flowjax_res.data.tfds_sources`), read from ``data_dir``.
       data_dir: the TFDS data directory holding prepared TFDS sets (``None``: TFDS's
         default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); unused otherwise.
-      model: ``"resflow"`` (Residual Flow, Chen et al. 2019) or ``"iresnet"``
-        (Behrmann et al. 2019).
+      model: ``"resflow"`` (Residual Flow, Chen et al. 2019), ``"iresnet"``
+        (Behrmann et al. 2019), ``"glow"``, or ``"vanilla"`` (``task="classify"`` only: the
+        i-ResNet classifier without its Lipschitz constraint).
+      task: ``"density"`` (maximum likelihood), ``"classify"`` (an i-ResNet or vanilla
+        classifier, :mod:`flowjax_res.flows.classifier`, trained on ``-log p(y | x)``) or
+        ``"hybrid"`` (the flow with a classifier head on its latent,
+        :mod:`flowjax_res.flows.hybrid`, trained on ``-(lambda log p(x) + log p(y | x))``);
+        the labelled tasks need an image data set with labels.
+      hybrid_lambda: the ``lambda`` of ``task="hybrid"``: a number >= 0 or ``"1/D"``
+        (``D``: the dimension of an example).
       preset: model size preset passed to the builder (``"tiny"``, ``"small"``, ``"paper"``).
       steps: total number of optimiser steps.
       batch_size: examples per step.
@@ -46,14 +55,16 @@ class TrainConfig:
       warmup: number of linear warm-up steps (0 = none).
       grad_clip: clip gradients to this global norm (0 = no clipping).
       weight_decay: decoupled (AdamW-style) weight decay on parameters (0 = none).
-      optimizer: ``"adam"`` (beta2 = 0.99 as in Residual Flows) or ``"adamax"``.
+      optimizer: ``"adam"`` (beta2 = 0.99 as in Residual Flows), ``"adamax"`` or ``"sgd"``
+        (momentum ``beta1``, weight decay added to the gradient as PyTorch's SGD).
       beta1, beta2, eps: optimiser moments and epsilon.
       ema_decay: decay of the exponential moving average of the weights used for
         evaluation and sampling (bias-corrected); 0 disables the EMA (raw weights).
         ``None`` (default) picks 0.999 for image data (Residual Flows' long runs) and
         0.99 for the 2-D toy densities, whose runs are a few thousand steps: with 0.999
         the average would still lag behind a model that improves quickly (measured:
-        8gaussians after 2000 steps, test NLL 3.39 with 0.999 against 2.96 with 0.99).
+        8gaussians after 2000 steps, test NLL 3.39 with 0.999 against 2.96 with 0.99);
+        and 0 (raw weights) for ``task="classify"``, as the official i-ResNet classifier.
       seed: the one seed of the run (initialisation, batches, estimator keys).
       log_every: write a training line to ``metrics.jsonl`` every this many steps.
       eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end).
@@ -142,6 +153,8 @@ class TrainConfig:
     learn_p: bool = False
     mixed_bound: str | None = None
     model_args: dict[str, Any] | None = None
+    task: str = "density"
+    hybrid_lambda: float | str = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -149,6 +162,8 @@ class TrainConfig:
         if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
             raise ValueError(f"data_dir must be None or a non-empty path string, got {self.data_dir!r}")
         check_choice("model", self.model, MODELS)
+        check_choice("task", self.task, TASKS)
+        _check_task(self)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_nonnegative_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
@@ -173,7 +188,8 @@ class TrainConfig:
         if self.ema_decay is None:
             from flowjax_res.data.toy import TOY_DATASETS
 
-            object.__setattr__(self, "ema_decay", 0.99 if self.dataset in TOY_DATASETS else 0.999)
+            ema = 0.99 if self.dataset in TOY_DATASETS else 0.999
+            object.__setattr__(self, "ema_decay", 0.0 if self.task == "classify" else ema)
         _check_unit("ema_decay", self.ema_decay, allow_zero=True)
         check_nonnegative_int("seed", self.seed)
         _check_at_most("seed", self.seed, MAX_SEED, "a 64-bit signed integer")
@@ -247,6 +263,16 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"config has unknown field(s) {unknown}; allowed: {sorted(known)}")
         return cls(**d)
+
+
+def _check_task(cfg: "TrainConfig") -> None:
+    from flowjax_res.flows.hybrid import resolve_lambda
+
+    allowed = {"density": ("resflow", "iresnet", "glow"), "classify": ("iresnet", "vanilla"),
+               "hybrid": ("resflow", "iresnet", "glow")}[cfg.task]
+    if cfg.model not in allowed:
+        raise ValueError(f"model must be one of {allowed} for task {cfg.task!r}, got {cfg.model!r}")
+    resolve_lambda(cfg.hybrid_lambda, 1)  # a number >= 0 or "1/D"
 
 
 def _check_glow_options(cfg: "TrainConfig") -> None:

@@ -157,3 +157,77 @@ def evaluate(
     mean = float(np.mean(v))
     stderr = float(np.std(v, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {kind: mean, f"{kind}_stderr": stderr, "n": int(n), "n_nonfinite": int(n - finite.sum())}
+
+
+def per_example_terms(graphdef: nnx.GraphDef, params: Any, rest: Any, images: np.ndarray, labels: np.ndarray,
+                      key: jax.Array, *, batch_size: int = 1000, mesh: Any = None) -> dict[str, np.ndarray]:
+    """The per-example terms of a classifier or hybrid model (``model.loss_terms``:
+    ``xent``, ``correct`` and, for a hybrid model, ``nll`` and ``bpd``) in evaluation mode,
+    in batches of ``batch_size`` (padded as :func:`per_example`; example ``i`` uses the key
+    ``fold_in(key, i)``)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    n = len(images)
+    if n == 0 or len(labels) != n:
+        raise ValueError(f"images and labels must hold the same number (> 0) of examples, got {n} and {len(labels)}")
+    bs = min(batch_size, n)
+    if mesh is not None:
+        from flowjax_res.train import sharding as _sh
+
+        shards = _sh.data_shards(mesh)
+        bs = -(-bs // shards) * shards
+        params, rest = jax.device_put((params, rest), _sh.replicated(mesh))
+    terms_fn = _terms_fn(graphdef, mesh)
+    out: dict[str, list] = {}
+    for start in range(0, n, bs):
+        x, y = images[start:start + bs], labels[start:start + bs]
+        m = len(x)
+        if m < bs:
+            x = np.concatenate([x, np.resize(images, (bs - m, *images.shape[1:]))], axis=0)
+            y = np.concatenate([y, np.resize(labels, (bs - m,))], axis=0)
+        batch = (jnp.asarray(x), jnp.asarray(y)) if mesh is None else _sh.put_batch((x, y), mesh)
+        values = jax.device_get(terms_fn(params, rest, batch, key, jnp.asarray(start, jnp.uint32)))
+        for k, v in values.items():
+            out.setdefault(k, []).append(np.asarray(v)[:m])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@cached_by_graphdef()
+def _terms_fn(graphdef: nnx.GraphDef, mesh: Any):
+    shardings = {}
+    if mesh is not None:
+        from flowjax_res.train import sharding as _sh
+
+        rep = _sh.replicated(mesh)
+        shardings = {"in_shardings": (rep, rep, _sh.batch_sharding(mesh), rep, rep), "out_shardings": rep}
+
+    @functools.partial(jax.jit, **shardings)
+    def terms(params, rest, batch, k, offset):
+        model = merge_model(graphdef, params, rest)
+        set_eval_mode(model)
+        x, y = batch
+        return model.loss_terms(x, y, key=per_example_keys(k, x.shape[0], offset))
+
+    return terms
+
+
+def evaluate_labeled(graphdef: nnx.GraphDef, params: Any, rest: Any, images: np.ndarray, labels: np.ndarray,
+                     key: jax.Array, *, batch_size: int = 1000, mesh: Any = None) -> dict[str, float]:
+    """Test accuracy and cross-entropy (nats) of a classifier or hybrid model, and its
+    bits/dim when it has a density, each with its standard error over the test examples:
+    ``{"accuracy", "accuracy_stderr", "xent", "xent_stderr", ["bpd", "bpd_stderr"], "n",
+    "n_nonfinite"}`` (``n_nonfinite``: examples whose cross-entropy or bits/dim is not
+    finite)."""
+    rest = prepare_eval_model(graphdef, params, rest)
+    terms = per_example_terms(graphdef, params, rest, images, labels, key, batch_size=batch_size, mesh=mesh)
+    n = len(terms["xent"])
+    out: dict[str, Any] = {}
+    bad = ~np.isfinite(terms["xent"])
+    for name, out_name in (("correct", "accuracy"), ("xent", "xent"), ("bpd", "bpd")):
+        if name not in terms:
+            continue
+        v = terms[name].astype(np.float64)
+        if name == "bpd":
+            bad |= ~np.isfinite(v)
+        out[out_name] = float(np.mean(v))
+        out[f"{out_name}_stderr"] = float(np.std(v, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {**out, "n": int(n), "n_nonfinite": int(bad.sum())}

@@ -53,8 +53,16 @@ def fit(
     ema_decay: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = False,
+    labels: np.ndarray | jax.Array | None = None,
+    lam: float | str = 1.0,
 ) -> tuple[nnx.Module, np.ndarray]:
     """Train ``dist`` by maximum likelihood; return ``(trained_dist, losses)``.
+
+    With ``labels`` (one integer class per example of the array ``data``) it trains a
+    classifier or a hybrid model instead, on the batches of ``(images, labels)``: an
+    :class:`~flowjax_res.flows.classifier.IResNetClassifier` on ``-log p(y | x)``; a
+    :class:`~flowjax_res.flows.hybrid.HybridModel` on ``-(lam log p(x) + log p(y | x))``
+    (``lam`` a number >= 0 or ``"1/D"``), as ``flowjax-res train --task classify|hybrid``.
 
     Args:
         dist: a distribution with ``log_prob(x, *, key)`` (e.g. a
@@ -83,6 +91,8 @@ def fit(
             devices (data parallelism; ``batch_size`` must divide by the data shards). The
             returned model lives on the default device.
         progress: show a ``tqdm`` progress bar.
+        labels, lam: see above; ``ema_decay`` then defaults to 0 for a classifier and
+            0.999 for a hybrid model.
 
     Returns:
         ``(trained_dist, losses)``: the model with the EMA weights in evaluation mode
@@ -108,14 +118,33 @@ def fit(
     key = as_typed_key(key)
     steps = check_nonnegative_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
-    if not callable(getattr(dist, "log_prob", None)):
+    lam_value = 0.0
+    if labels is not None:
+        from flowjax_res.flows.classifier import IResNetClassifier
+        from flowjax_res.flows.hybrid import HybridModel, resolve_lambda
+
+        if not isinstance(dist, (IResNetClassifier, HybridModel)):
+            raise TypeError(f"with labels, dist must be an IResNetClassifier or a HybridModel (build_model(..., "
+                            f"task='classify'|'hybrid')), got {type(dist).__name__}")
+        if callable(data):
+            raise TypeError("with labels, data must be an array of images (N, H, W, C), not a sampler")
+        task = "classify" if isinstance(dist, IResNetClassifier) else "hybrid"
+        if metric not in (None, task):
+            raise ValueError(f"metric must be None or {task!r} when labels are given, got {metric!r}")
+        metric = task
+        if task == "hybrid":
+            lam_value = resolve_lambda(lam, math.prod(dist.event_shape))
+        if ema_decay is None:
+            ema_decay = 0.0 if task == "classify" else 0.999
+    elif not callable(getattr(dist, "log_prob", None)):
         raise TypeError(f"dist must be a distribution with a log_prob method, got {type(dist).__name__}")
     k_data, k_init, k_model = jax.random.split(key, 3)
-    next_batch, first = _batches(data, k_data, batch_size)
+    next_batch, first = _batches(data, k_data, batch_size, labels)
     if metric is None:
         metric = "bpd" if jnp.issubdtype(jnp.asarray(first).dtype, jnp.integer) else "nll"
-    if metric not in ("nll", "bpd"):
-        raise ValueError(f"metric must be 'nll' or 'bpd', got {metric!r}")
+    if labels is None and metric not in ("nll", "bpd"):
+        raise ValueError(f"metric must be 'nll' or 'bpd' (a classifier or hybrid model trains with labels=), "
+                         f"got {metric!r}")
     if ema_decay is None:
         ema_decay = 0.99 if metric == "nll" else 0.999
     if not 0.0 <= float(ema_decay) < 1.0:
@@ -137,10 +166,11 @@ def fit(
     graphdef, state = create_train_state(model, tx)
     if mesh is not None:
         state = _sh.put_state(state, mesh)
-    step_fn = build_train_step(graphdef, tx, schedule, state, metric=metric, ema_decay=float(ema_decay), mesh=mesh)
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=metric, ema_decay=float(ema_decay), mesh=mesh,
+                               lam=lam_value)
 
     def put(batch):
-        return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, batch_size)
+        return jax.tree.map(jnp.asarray, batch) if mesh is None else _sh.put_batch(batch, mesh, batch_size)
 
     losses = []
     bar = _progress(steps, progress)
@@ -160,9 +190,10 @@ def fit(
     return trained, history
 
 
-def _batches(data: Any, key: jax.Array, batch_size: int) -> tuple[Callable[[int], Any], Any]:
+def _batches(data: Any, key: jax.Array, batch_size: int, labels: Any = None) -> tuple[Callable[[int], Any], Any]:
     """``(batch(step), first batch)`` from an array (per-epoch permutations drawn from
-    ``fold_in(key, epoch)``) or a sampler (``sample(fold_in(key, step), batch_size)``)."""
+    ``fold_in(key, epoch)``; with ``labels``, batches of ``(images, labels)`` taken with
+    the same indices) or a sampler (``sample(fold_in(key, step), batch_size)``)."""
     if callable(data):
         sample = data
 
@@ -181,6 +212,12 @@ def _batches(data: Any, key: jax.Array, batch_size: int) -> tuple[Callable[[int]
         raise ValueError(f"batch_size must be <= the number of training examples ({len(arr)}), got {batch_size}")
     if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.isfinite(arr))):
         raise ValueError("data must be finite: it holds NaN or infinite values")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(arr),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be one integer class per example, shape ({len(arr)},), got "
+                             f"{labels.dtype} {labels.shape}")
+        labels = labels.astype(np.int32)
     per_epoch = len(arr) // batch_size
     perms: dict[int, np.ndarray] = {}
 
@@ -189,7 +226,8 @@ def _batches(data: Any, key: jax.Array, batch_size: int) -> tuple[Callable[[int]
         if epoch not in perms:
             perms.clear()
             perms[epoch] = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), len(arr)))
-        return arr[perms[epoch][i * batch_size : (i + 1) * batch_size]]
+        idx = perms[epoch][i * batch_size : (i + 1) * batch_size]
+        return arr[idx] if labels is None else (arr[idx], labels[idx])
 
     return from_array, from_array(0)
 

@@ -85,12 +85,21 @@ def run_step(cfg: TrainConfig, data: Data, graphdef: nnx.GraphDef, tx, schedule,
     """``(step_fn, put)``: the jitted training step of a run (the objective of
     ``data.metric``, the run's EMA, sharded on ``mesh``) and the function that places a
     host batch for it. What ``flowjax-res train`` runs; benchmarks time this same step."""
-    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay, mesh=mesh)
+    step_fn = build_train_step(graphdef, tx, schedule, state, metric=data.metric, ema_decay=cfg.ema_decay, mesh=mesh,
+                               lam=run_lambda(cfg, data))
 
     def put(batch):
-        return jnp.asarray(batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
+        return jax.tree.map(jnp.asarray, batch) if mesh is None else _sh.put_batch(batch, mesh, cfg.batch_size)
 
     return step_fn, put
+
+
+def run_lambda(cfg: TrainConfig, data: Data) -> float:
+    """The hybrid weight ``lambda`` of a run as a number (``"1/D"`` resolved with the data's
+    dimension); 0 for the other tasks."""
+    from flowjax_res.flows.hybrid import resolve_lambda
+
+    return resolve_lambda(cfg.hybrid_lambda, int(np.prod(data.shape))) if data.task == "hybrid" else 0.0
 
 
 def prepare_run(cfg: TrainConfig, data: Data | None = None, model_fn: ModelFn | None = None):
@@ -310,13 +319,14 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
             if is_log:
                 m = jax.device_get(m)
                 rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
-                line = {"step": done, "split": "train", "loss": float(m["loss"]), data.metric: _train_metric(m, data),
+                line = {"step": done, "split": "train", "loss": float(m["loss"]), **_train_metrics(m, data),
                         "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
                         "lip_iters": int(m["lip_iters"]), "lip_converged": bool(m["lip_converged"]),
                         "steps_per_s": round(rate, 3), "examples_per_s": round(rate * cfg.batch_size, 2),
                         "examples_per_s_per_device": round(rate * cfg.batch_size / n_devices, 2)}
                 writer.write(line)
-                bar.set_postfix({"loss": f"{line['loss']:.4g}", data.metric: f"{line[data.metric]:.4g}",
+                bar.set_postfix({"loss": f"{line['loss']:.4g}",
+                                 **{k: f"{line[k]:.4g}" for k in _train_metrics(m, data)},
                                  "ex/s": f"{line['examples_per_s']:.4g}", "skipped": line["skipped"]}, refresh=False)
                 bar.update(done - bar.n)
                 t0, n0 = time.perf_counter(), done
@@ -385,8 +395,13 @@ def restore_data_state(run_dir: str, data: Data, step: int) -> None:
         set_state(saved)
 
 
-def _train_metric(m: dict[str, Any], data: Data) -> float:
-    return float(m["loss"])  # the training objective is the metric itself (nats or bits/dim)
+def _train_metrics(m: dict[str, Any], data: Data) -> dict[str, float]:
+    """The metrics of a training line besides ``loss``: for density estimation the
+    objective itself under its name (``nll`` in nats or ``bpd``); for a labelled task the
+    batch's ``accuracy``, ``xent`` (nats) and, for a hybrid model, ``bpd``."""
+    if not data.labeled:
+        return {data.metric: float(m["loss"])}
+    return {k: float(m[k]) for k in ("accuracy", "xent", "bpd") if k in m}
 
 
 def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
@@ -394,6 +409,11 @@ def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, 
     """Evaluate the EMA weights on the test set (key from the run's eval stream; one key
     per test example), sharded over ``mesh`` if given."""
     key = jax.random.fold_in(_b.run_key(cfg.seed, _b._EVAL_STREAM), int(state.step))
+    if data.labeled:
+        from flowjax_res.train.evaluate import evaluate_labeled
+
+        return evaluate_labeled(graphdef, eval_weights(state, cfg), state.rest, data.test, data.test_labels, key,
+                                batch_size=cfg.eval_batch_size, mesh=mesh)
     return evaluate(graphdef, eval_weights(state, cfg), state.rest, data.test, key, kind=data.metric,
                     batch_size=cfg.eval_batch_size, mesh=mesh)
 
@@ -429,6 +449,9 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
 
     key = jax.random.fold_in(_b.run_key(cfg.seed, _b._SAMPLE_STREAM), int(state.step))
     written = []
+    if data.task == "classify":  # no density to sample: the inverse of the features instead
+        summary = run_reconstruction(run_dir, cfg, graphdef, state, data)
+        return [summary["png"], os.path.join(run_dir, "reconstruction.json")]
     if data.kind == "toy":
         n = n_samples or 5000
         samples = draw_samples(cfg, graphdef, state, n, key)
@@ -448,6 +471,20 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
         written.append(plots.plot_image_grid(os.path.join(run_dir, "samples.png"), samples, data.n_levels,
                                              title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}"))
     return written
+
+
+def run_reconstruction(out_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
+                       n: int = 32) -> dict[str, Any]:
+    """Reconstruct the first ``n`` test images of a classifier or hybrid run with its
+    EMA weights in evaluation mode (:func:`~flowjax_res.train.reconstruct.write_reconstructions`:
+    ``reconstructions.png`` and ``reconstruction.json`` in ``out_dir``)."""
+    from flowjax_res.train.reconstruct import write_reconstructions
+
+    params = eval_weights(state, cfg)
+    rest = prepare_eval_model(graphdef, params, state.rest)
+    key = jax.random.fold_in(_b.run_key(cfg.seed, _b._SAMPLE_STREAM), int(state.step))
+    return write_reconstructions(out_dir, graphdef, params, rest, data.test, key, n_levels=data.n_levels,
+                                 title=f"{cfg.model} on {cfg.dataset}, step {int(state.step)}", n=n)
 
 
 class _NoWriter:

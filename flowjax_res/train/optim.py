@@ -36,7 +36,8 @@ def adam_with_warmup(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """``clip -> adam|adamax -> + weight_decay * param -> * -lr(count)``.
+    """``clip -> adam|adamax -> + weight_decay * param -> * -lr(count)``; for ``"sgd"``
+    ``clip -> + weight_decay * param -> momentum beta1 -> * -lr(count)`` (PyTorch's SGD).
 
     The weight decay is decoupled (added after the adaptive scaling, so every parameter
     shrinks by ``lr * weight_decay`` of itself per step, AdamW). The transformation is
@@ -47,13 +48,18 @@ def adam_with_warmup(
     parts = []
     if grad_clip > 0:
         parts.append(optax.clip_by_global_norm(grad_clip))
-    if optimizer == "adam":
+    if optimizer == "sgd":  # PyTorch's SGD: the decay joins the gradient inside the momentum
+        if weight_decay > 0:
+            parts.append(optax.add_decayed_weights(weight_decay))
+        if beta1 > 0:
+            parts.append(optax.trace(decay=beta1))
+    elif optimizer == "adam":
         parts.append(optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps))
     elif optimizer == "adamax":
         parts.append(optax.scale_by_adamax(b1=beta1, b2=beta2, eps=eps))
     else:
-        raise ValueError(f"optimizer must be 'adam' or 'adamax', got {optimizer!r}")
-    if weight_decay > 0:
+        raise ValueError(f"optimizer must be 'adam', 'adamax' or 'sgd', got {optimizer!r}")
+    if weight_decay > 0 and optimizer != "sgd":
         parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts), schedule

@@ -29,13 +29,15 @@ def plot_scatter_2d(path: str, samples: np.ndarray, title: str = "samples") -> s
     return _save(plot_samples(samples, title=title), path)
 
 
-def plot_image_grid(path: str, images: np.ndarray, n_levels: int | None = None, title: str = "samples") -> str:
-    """NHWC images on a square grid (greyscale if one channel); values in
+def plot_image_grid(path: str, images: np.ndarray, n_levels: int | None = None, title: str = "samples",
+                    cols: int | None = None) -> str:
+    """NHWC images on a square grid, or ``cols`` per row (greyscale if one channel); values in
     ``[0, n_levels - 1]`` (or ``[0, 1]`` when ``n_levels`` is None)."""
-    return _save(image_grid_figure(images, n_levels, title), path)
+    return _save(image_grid_figure(images, n_levels, title, cols), path)
 
 
-def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: str = "samples"):
+def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: str = "samples",
+                      cols: int | None = None):
     """The figure of :func:`plot_image_grid`."""
     from matplotlib.figure import Figure
 
@@ -43,7 +45,7 @@ def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: st
     hi = float(n_levels - 1) if n_levels else 1.0
     images = np.clip(images / hi, 0.0, 1.0)
     n = len(images)
-    cols = int(np.ceil(np.sqrt(n)))
+    cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(cols, rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)

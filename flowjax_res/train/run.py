@@ -23,18 +23,33 @@ _MODEL_INIT_STREAM = 5  # key stream of the parameter initialisation (see batche
 
 @dataclasses.dataclass
 class Data:
-    """A run's data: ``kind`` is ``"toy"`` (metric: NLL in nats) or ``"image"`` (bits/dim)."""
+    """A run's data: ``kind`` is ``"toy"`` (metric: NLL in nats) or ``"image"`` (bits/dim).
+
+    ``task`` is ``"density"`` (batches of examples), or ``"classify"`` / ``"hybrid"``:
+    batches of ``(images, labels)`` through the same pipeline, and ``test_labels`` beside
+    ``test``."""
 
     kind: str
     shape: tuple[int, ...]
-    batches: Any  # .batch(step) -> array
+    batches: Any  # .batch(step) -> array, or (images, labels) for a labelled task
     test: np.ndarray
     info: Any = None
     n_levels: int | None = None
+    task: str = "density"
+    test_labels: np.ndarray | None = None
+    n_classes: int | None = None
 
     @property
     def metric(self) -> str:
+        """The objective: ``"nll"`` (toy densities), ``"bpd"`` (images), or the task
+        (``"classify"``, ``"hybrid"``)."""
+        if self.task != "density":
+            return self.task
         return "nll" if self.kind == "toy" else "bpd"
+
+    @property
+    def labeled(self) -> bool:
+        return self.task != "density"
 
 
 def make_data(cfg: TrainConfig) -> Data:
@@ -46,8 +61,18 @@ def make_data(cfg: TrainConfig) -> Data:
     from flowjax_res.data.toy import sample_toy
 
     info = dataset_info(check_choice("dataset", cfg.dataset, known_datasets()))
+    labeled = cfg.task != "density"
+    if labeled and (info.kind != "image" or not info.n_classes):
+        raise ValueError(f"task {cfg.task!r} needs an image data set with labels; {cfg.dataset!r} has none "
+                         f"(labelled sets: digits, mnist5k, mnist, mnist32x3, cifar10)")
     if info.source == "tfds":
         return make_tfds_data(cfg, info)
+    if labeled:
+        train, train_y = load_dataset(cfg.dataset, "train", with_labels=True)
+        test, test_y = load_dataset(cfg.dataset, "test", with_labels=True)
+        batches = ArrayBatches(train, cfg.seed, cfg.batch_size, labels=train_y)
+        return Data("image", tuple(info.shape), batches, np.asarray(test), info, info.n_levels, cfg.task,
+                    np.asarray(test_y, np.int32), info.n_classes)
     if info.kind == "toy":
         batches = SampledBatches(lambda k, n: sample_toy(cfg.dataset, k, n), cfg.seed, cfg.batch_size)
         test = load_dataset(cfg.dataset, "test", n=cfg.n_test)
@@ -72,8 +97,14 @@ def make_tfds_data(cfg: TrainConfig, info: Any) -> Data:
     test_src, _ = open_tfds_source(cfg.dataset, spec.split("test"), cfg.data_dir)
     pre = {"image_key": spec.image_key, "shape": spec.shape, "crop": spec.crop, "resize": spec.resize,
            "pad": spec.pad, "tile": spec.tile}
+    if cfg.task != "density":  # (images, labels) through the same pipeline
+        pre["label_key"] = spec.label_key
     batches = GrainBatches(train_src, seed=cfg.seed, batch_size=cfg.batch_size, flip=spec.flip, **pre)
     test = read_images(test_src, **pre)
+    if cfg.task != "density":
+        test, test_y = test
+        return Data("image", tuple(spec.shape), batches, test, info, info.n_levels, cfg.task,
+                    np.asarray(test_y, np.int32), info.n_classes)
     return Data("image", tuple(spec.shape), batches, test, info, info.n_levels)
 
 
@@ -87,7 +118,7 @@ def make_model(cfg: TrainConfig, data: Data, rngs: nnx.Rngs) -> nnx.Module:
     from flowjax_res.flows.builders import build_model
     from flowjax_res.layers.lipschitz import configure_lipschitz
 
-    model = build_model(cfg.model, data.info, cfg.preset, rngs, **cfg.model_overrides())
+    model = build_model(cfg.model, data.info, cfg.preset, rngs, task=cfg.task, **cfg.model_overrides())
     configure_lipschitz(model, rtol=cfg.lipschitz_tol, max_iters=cfg.lipschitz_max_iters,
                         eval_rtol=cfg.eval_lipschitz_tol, eval_max_iters=cfg.eval_lipschitz_max_iters)
     return model

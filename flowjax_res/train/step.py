@@ -43,8 +43,16 @@ from flowjax_res.train.ema import ema_update
 from flowjax_res.train.sharding import DATA_AXIS, batch_sharding, model_shards, replicated
 from flowjax_res.train.state import TrainState, merge_model, split_model
 
-# objective(model, batch, keys) -> scalar loss (mean over the batch); keys: one per example.
-Objective = Callable[[nnx.Module, jax.Array, jax.Array], jax.Array]
+# objective(model, batch, keys) -> scalar loss (mean over the batch), or (loss, aux) with a dict
+# of scalar metrics (``has_aux``); batch: an array or a tuple such as (images, labels) with the
+# examples on the leading axis; keys: one per example.
+Objective = Callable[[nnx.Module, Any, jax.Array], Any]
+
+
+def batch_rows(batch: Any) -> int:
+    """The number of examples of a batch (an array, or a tuple of arrays sharing their
+    leading axis, e.g. ``(images, labels)``)."""
+    return jax.tree.leaves(batch)[0].shape[0]
 
 
 def nll_objective(model: nnx.Module, batch: jax.Array, key: jax.Array) -> jax.Array:
@@ -63,8 +71,10 @@ def _power_filter():
     return (PowerIterState, PowerIterStats)
 
 
-def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, mesh: Any) -> Callable:
-    """``f(params, rest, batch, keys) -> (loss, grads)`` by ``shard_map`` over the mesh's
+def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, mesh: Any, *,
+                                 has_aux: bool = False) -> Callable:
+    """``f(params, rest, batch, keys) -> (loss, grads, power)`` (``(loss, aux), grads,
+    power`` with ``has_aux``, the aux metrics averaged likewise) by ``shard_map`` over the mesh's
     ``"data"`` axis: each device differentiates ``objective`` on its slice of the batch
     (and of the per-example ``keys``) with its own copy of the replicated parameters; the
     per-device mean losses and gradients are averaged with one ``pmean`` (equal slices, so
@@ -80,7 +90,7 @@ def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, m
     def local(params, rest, batch, keys):
         with batch_split_over(DATA_AXIS):
             model = merge_model(graphdef, params, rest)
-            loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys))(model)
+            loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys), has_aux=has_aux)(model)
         power = nnx.state(model, _power_filter())
         return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(grads, DATA_AXIS), power
 
@@ -106,6 +116,7 @@ def make_train_step(
     schedule: optax.Schedule,
     *,
     objective: Objective = nll_objective,
+    has_aux: bool = False,
     ema_decay: float = 0.999,
     lipschitz_iters: int = 0,
     jit: bool = True,
@@ -127,7 +138,9 @@ def make_train_step(
     ``metrics``: ``loss``, ``grad_norm`` (before clipping), ``lr`` (of this update),
     ``ok`` (bool), ``skipped`` (running count), ``lip_iters`` (the most power iterations
     a Lipschitz layer ran in this step's forward pass) and ``lip_converged`` (all reached
-    their tolerance); with ``return_grads`` also ``grads``
+    their tolerance); with ``has_aux`` (the objective returns ``(loss, aux)``) also every
+    scalar of ``aux`` (e.g. ``accuracy``, ``xent``, ``bpd`` of a classifier or hybrid
+    model, batch means); with ``return_grads`` also ``grads``
     (the raw gradients, a tree like ``state.params``; for tests and debugging).
 
     ``key`` is the step's key (shape ``()``); the objective receives the per-example keys
@@ -147,15 +160,16 @@ def make_train_step(
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
         model = merge_model(graphdef, state.params, state.rest)
-        keys = key if is_per_example(key) else per_example_keys(key, batch.shape[0])
+        keys = key if is_per_example(key) else per_example_keys(key, batch_rows(batch))
         if mesh is not None:
             keys = jax.lax.with_sharding_constraint(keys, batch_sharding(mesh))
         if use_shard_map:
-            loss, grads, power = data_parallel_value_and_grad(graphdef, objective, mesh)(
+            loss, grads, power = data_parallel_value_and_grad(graphdef, objective, mesh, has_aux=has_aux)(
                 state.params, state.rest, batch, keys)
             nnx.update(model, power)
         else:
-            loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys))(model)
+            loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys), has_aux=has_aux)(model)
+        loss, aux = loss if has_aux else (loss, {})
         lip = power_iteration_stats(model)
         grad_norm = optax.global_norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -181,7 +195,7 @@ def make_train_step(
             skipped=state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype),
         )
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32), "ok": ok,
-                   "skipped": new.skipped, "lip_iters": lip["max_iters"], "lip_converged": lip["all_converged"]}
+                   "skipped": new.skipped, "lip_iters": lip["max_iters"], "lip_converged": lip["all_converged"], **aux}
         if return_grads:
             metrics["grads"] = grads
         return new, metrics

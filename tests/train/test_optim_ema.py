@@ -41,6 +41,21 @@ def test_weight_decay_shrinks_weights_decoupled(optimizer):
     np.testing.assert_array_equal(_run(tx0, params, zeros, 3)["w"], params["w"])
 
 
+def test_sgd_is_pytorchs_momentum_sgd_with_coupled_weight_decay():
+    """torch.optim.SGD(momentum=0.9, weight_decay=wd): d = g + wd p; b = 0.9 b + d; p -= lr b
+    (the i-ResNet classifier's optimiser), by hand for three steps."""
+    cfg = TrainConfig(lr=0.1, warmup=0, weight_decay=0.5, optimizer="sgd", beta1=0.9, grad_clip=0.0)
+    tx, _ = make_optimizer(cfg)
+    p = np.array([1.0, -2.0])
+    g = np.array([0.3, 0.1])
+    out = _run(tx, {"w": jnp.asarray(p)}, {"w": jnp.asarray(g)}, 3)
+    b = np.zeros(2)
+    for _ in range(3):
+        b = 0.9 * b + (g + 0.5 * p)
+        p = p - 0.1 * b
+    np.testing.assert_allclose(out["w"], p, rtol=1e-6)
+
+
 def test_adam_uses_beta2_and_clipping():
     cfg = TrainConfig(lr=1.0, warmup=0, grad_clip=1.0)
     assert cfg.beta2 == 0.99  # Residual Flows
@@ -75,7 +90,7 @@ def test_config_validation_and_json(tmp_path):
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=-1)
     with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig(optimizer="sgd")
+        TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
     with pytest.raises(TypeError, match="batch_size"):
