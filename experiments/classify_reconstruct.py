@@ -9,13 +9,14 @@ squeeze; ActNorm after every block; head ActNorm -> ReLU -> average pool -> line
 c in {0.5, 0.7, 0.9} and without the constraint, all with one protocol (Adam, lr 1e-3, no warm-up, clip 10, batch 64, no EMA; 500 steps: 22
 epochs of digits, 8 of mnist5k). Each run goes through :func:`flowjax_res.train.loop.train`,
 the command line's loop (``flowjax-res train --task classify --model iresnet|vanilla
---coeff C``), whose end writes ``reconstructions.png`` and ``reconstruction.json``: the
-first 32 test images inverted from their final features, 200 Anderson iterations at most
+--coeff C``), whose end writes ``reconstructions.png`` and ``reconstruction.json``: 32 test
+images evenly spaced over the test set inverted from their final features, 200 Anderson iterations at most
 per block, the error the mean absolute pixel difference on the [-0.5, 0.5] scale (1 = the
 whole range; a diverged reconstruction is clipped to the range as it is shown).
 
     python experiments/classify_reconstruct.py                      # both data sets, 3 seeds
     python experiments/classify_reconstruct.py --datasets digits    # one table half
+    python experiments/classify_reconstruct.py --reconstruct-only   # the reconstructions again, from the runs
 
 Writes experiments/results/classify_reconstruct.json after every run, the seed-0 PNGs as
 experiments/results/reconstructions_<dataset>_<row>.png, and prints the table that
@@ -68,22 +69,53 @@ def run(args) -> list[dict]:
                 t0 = time.perf_counter()
                 summary = train(cfg, str(run_dir), progress=False)
                 rec = json.loads((run_dir / "reconstruction.json").read_text())
-                if seed == args.seeds[0]:
-                    png = HERE / "results" / f"reconstructions_{dataset}_{name.split()[0].lower()}" \
-                        f"{'' if coeff is None else '_c' + str(coeff)}.png"
-                    png.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(run_dir / "reconstructions.png", png)
                 row = dict(dataset=dataset, row=name, model=model, coeff=coeff, seed=seed, steps=args.steps,
                            accuracy=summary["accuracy"], accuracy_stderr=summary["accuracy_stderr"],
                            xent=summary["xent"], n_test=summary["n"], rec_error=rec["rec_error"],
                            rec_error_stderr=rec["rec_error_stderr"], rec_error_max=rec["rec_error_max"],
                            rec_converged=rec["n_converged"], rec_finite=rec["n_finite"], rec_n=rec["n"],
                            wall_s=round(time.perf_counter() - t0, 1))
+                _copy_png(row, run_dir, args)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 results.parent.mkdir(parents=True, exist_ok=True)
                 results.write_text(json.dumps({"protocol": dict(TRAIN, preset="small"), "runs": rows}, indent=1))
     return rows
+
+
+def reconstruct_again(args) -> list[dict]:
+    """Recompute the reconstruction columns of every run in ``--results`` from its run
+    directory under ``--out`` (what ``flowjax-res reconstruct --run DIR`` does), without
+    training again."""
+    from flowjax_res.train.config import load_config
+    from flowjax_res.train.loop import restore_state, run_reconstruction
+    from flowjax_res.train.run import make_data
+
+    results = pathlib.Path(args.results)
+    rows = json.loads(results.read_text())["runs"]
+    for row in rows:
+        run_dir = pathlib.Path(args.out) / f"{row['dataset']}-{row['model']}-c{row['coeff']}-s{row['seed']}"
+        cfg = load_config(str(run_dir))
+        data = make_data(cfg)
+        graphdef, state, *_ = restore_state(str(run_dir), cfg, data)
+        rec = run_reconstruction(str(run_dir), cfg, graphdef, state, data)
+        _copy_png(row, run_dir, args)
+        row.update(rec_error=rec["rec_error"], rec_error_stderr=rec["rec_error_stderr"],
+                   rec_error_max=rec["rec_error_max"], rec_converged=rec["n_converged"], rec_finite=rec["n_finite"],
+                   rec_n=rec["n"])
+        print(json.dumps({k: row[k] for k in ("dataset", "row", "seed", "rec_error", "rec_converged")}), flush=True)
+    results.write_text(json.dumps({"protocol": dict(TRAIN, preset="small"), "runs": rows}, indent=1))
+    return rows
+
+
+def _copy_png(row: dict, run_dir: pathlib.Path, args) -> None:
+    if row["seed"] != args.seeds[0]:
+        return
+    coeff = row["coeff"]
+    png = HERE / "results" / f"reconstructions_{row['dataset']}_{row['row'].split()[0].lower()}" \
+        f"{'' if coeff is None else '_c' + str(coeff)}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run_dir / "reconstructions.png", png)
 
 
 def table(rows: list[dict]) -> str:
@@ -111,9 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="/tmp/classify_reconstruct_runs", help="parent of the run directories")
     p.add_argument("--results", default=str(HERE / "results" / "classify_reconstruct.json"))
     p.add_argument("--append", action="store_true", help="keep the runs already in --results and skip them")
+    p.add_argument("--reconstruct-only", action="store_true",
+                   help="recompute the reconstructions of the runs in --results from their directories under --out")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    rows = run(args)
+    rows = reconstruct_again(args) if args.reconstruct_only else run(args)
     print(table(rows))
     print(f"wall time {time.perf_counter() - t0:.0f} s")
     return 0

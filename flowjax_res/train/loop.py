@@ -475,7 +475,7 @@ def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state:
 
 def run_reconstruction(out_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
                        n: int = 32) -> dict[str, Any]:
-    """Reconstruct the first ``n`` test images of a classifier or hybrid run with its
+    """Reconstruct ``n`` test images (evenly spaced over the test set) of a classifier or hybrid run with its
     EMA weights in evaluation mode (:func:`~flowjax_res.train.reconstruct.write_reconstructions`:
     ``reconstructions.png`` and ``reconstruction.json`` in ``out_dir``)."""
     from flowjax_res.train.reconstruct import write_reconstructions

@@ -3,8 +3,8 @@ by its inverse (Behrmann et al., 2019, Fig. 3: the i-ResNet classifier's fixed-p
 inverse recovers the input; the same architecture without the Lipschitz constraint does
 not).
 
-What ``flowjax-res reconstruct --run DIR`` and the end of a ``task="classify"`` run write:
-``reconstructions.png`` (rows of originals above rows of their reconstructions) and
+What ``flowjax-res reconstruct --run DIR`` and the end of a ``task="classify"`` run write, for
+32 test images evenly spaced over the test set: ``reconstructions.png`` (rows of originals above rows of their reconstructions) and
 ``reconstruction.json`` with the error. The error of one example is the mean absolute
 difference per pixel between the original and the reconstruction, both as bin centres in
 ``[-0.5, 0.5]`` (so 1 is the whole pixel range); a reconstruction that did not stay finite
@@ -28,7 +28,7 @@ from flax import nnx
 from flowjax_res.train.jit_cache import cached_by_graphdef
 from flowjax_res.train.state import merge_model
 
-__all__ = ["reconstruct_images", "reconstruction_summary", "write_reconstructions"]
+__all__ = ["reconstruct_images", "reconstruction_summary", "spread", "write_reconstructions"]
 
 
 @cached_by_graphdef(4)
@@ -72,15 +72,23 @@ def reconstruction_summary(rec: dict[str, np.ndarray]) -> dict[str, Any]:
             "n": int(n), "n_finite": int(finite.sum()), "n_converged": int(np.asarray(rec["converged"]).sum())}
 
 
+def spread(total: int, n: int) -> np.ndarray:
+    """``min(n, total)`` indices evenly spaced over ``range(total)``: a sample of every part
+    of a test set (mnist5k's test split keeps the file's order, sorted by label, so its
+    first 32 images are all zeros)."""
+    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
+
+
 def write_reconstructions(out_dir: str, graphdef: nnx.GraphDef, params: Any, rest: Any, images: np.ndarray,
                           key: jax.Array, *, n_levels: int, title: str, n: int = 32,
                           prefix: str = "reconstruction") -> dict[str, Any]:
-    """Reconstruct the first ``n`` of ``images``; write ``<prefix>s.png`` (rows of 8
-    originals, each followed by the row of their reconstructions) and ``<prefix>.json``
-    (:func:`reconstruction_summary` plus the paths). Returns the summary."""
+    """Reconstruct ``n`` of ``images``, evenly spaced over the set (:func:`spread`); write
+    ``<prefix>s.png`` (rows of 8 originals, each followed by the row of their
+    reconstructions) and ``<prefix>.json`` (:func:`reconstruction_summary` plus the paths).
+    Returns the summary."""
     from flowjax_res.train import plots
 
-    images = np.asarray(images)[:n]
+    images = np.asarray(images)[spread(len(images), n)]
     rec = reconstruct_images(graphdef, params, rest, images, key)
     summary = reconstruction_summary(rec)
     cols = 8
