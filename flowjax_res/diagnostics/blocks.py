@@ -78,9 +78,12 @@ def block_inputs(model: nnx.Module, x: jax.Array, *, key: jax.Array | None = Non
             x, _ = unit.forward(x, key=None if keys is None else keys[i])
         return x, jnp.zeros(x.shape[:1], x.dtype)
 
+    if hasattr(model, "dist") and hasattr(model, "head"):  # a hybrid model: its flow's blocks
+        model = model.dist
     flow = model.flow if (hasattr(model, "flow") and hasattr(model, "base")) else model
     if not callable(getattr(flow, "forward", None)):
-        raise TypeError(f"model must be a bijector or a FlowDistribution, got {type(model).__name__}")
+        raise TypeError(f"model must be a bijector, a FlowDistribution or a hybrid model (a classifier has no "
+                        f"log-determinant to estimate), got {type(model).__name__}")
     with mock.patch.object(ResidualBlock, "forward", recording_forward), \
             mock.patch.object(ResidualStack, "forward", stack_forward):
         flow.forward(jnp.asarray(x), key=key)
