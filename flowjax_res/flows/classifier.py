@@ -1,8 +1,8 @@
 """The i-ResNet classifier (Behrmann et al., 2019, Sec. 5.1) and its unconstrained twin.
 
-An invertible feature extractor followed by a classifier head:
+An invertible feature extractor followed by a classifier head::
 
-    x -> x / n_levels - 1/2 (the mid-bin value of every integer level, in [-0.5, 0.5])
+    x -> (x + 1/2) / n_levels - 1/2 (the centre of every integer level's bin, in [-0.5, 0.5])
       -> append ``inj_pad`` zero channels (the official ``--inj_pad``: a wider state, the
          padding dropped again by the inverse)
       -> [squeeze] (``initial_squeeze``, the official ``--init_ds 2``)

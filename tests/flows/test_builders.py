@@ -84,7 +84,8 @@ def test_structure_of_presets():
     assert (paper.n_scales, paper.n_blocks, paper.hidden_channels, paper.coeff, paper.activation) == (
         3, 16, 512, 0.98, "lipswish")
     assert set(PRESETS["resflow/image"]) == {"tiny", "small", "paper", "paper-mnist", "paper-cifar10",
-                                            "paper-imagenet32", "paper-imagenet64", "paper-celebahq"}
+                                            "paper-imagenet32", "paper-imagenet64", "paper-celebahq",
+                                            "hybrid-resflow-mnist"}  # issue 13: the hybrid run's flow
     assert set(PRESETS["iresnet/image"]) == {"tiny", "small", "paper", "iresnet-cifar10", "iresnet-mnist"}
 
 

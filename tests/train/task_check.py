@@ -48,17 +48,18 @@ class LookupClassifier(nnx.Module):
     """Logits ``8 * one_hot(first pixel) + bias``: right exactly when the label is the
     image's own."""
 
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.bias = nnx.Param(0.01 * jax.random.normal(rngs.params(), (N_CLASSES,)))
+    def __init__(self, n_classes: int = N_CLASSES, *, rngs: nnx.Rngs):
+        self.n_classes = n_classes
+        self.bias = nnx.Param(0.01 * jax.random.normal(rngs.params(), (n_classes,)))
 
     def loss_terms(self, x, y, *, key=None):
         first = x[:, 0, 0, 0].astype(jnp.int32)
-        logits = 8.0 * jax.nn.one_hot(first, N_CLASSES) + self.bias[...]
+        logits = 8.0 * jax.nn.one_hot(first, self.n_classes) + self.bias[...]
         return classification_terms(logits, y)
 
 
 def lookup_model_fn(cfg, data, rngs):
-    return LookupClassifier(rngs=rngs)
+    return LookupClassifier(data.n_classes or N_CLASSES, rngs=rngs)
 
 
 def main(argv=None) -> int:

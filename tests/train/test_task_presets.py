@@ -29,8 +29,9 @@ def test_classifier_preset_mirrors_classify_cifar_sh():
     assert (cfg.conv_norm, cfg.activation, cfg.actnorm, cfg.lipschitz, cfg.head_hidden) == (
         "operator", "elu", True, True, None)
     train = TASK_PRESETS["iresnet-classify-cifar10"].train
-    assert {k: train[k] for k in ("optimizer", "beta1", "lr", "weight_decay", "batch_size", "grad_clip", "task")} == \
-        dict(optimizer="sgd", beta1=0.9, lr=0.1, weight_decay=5e-4, batch_size=128, grad_clip=0.0, task="classify")
+    keys = ("optimizer", "beta1", "lr", "weight_decay", "batch_size", "grad_clip", "warmup", "task")
+    assert {k: train[k] for k in keys} == dict(optimizer="sgd", beta1=0.9, lr=0.1, weight_decay=5e-4, batch_size=128,
+                                               grad_clip=0.0, warmup=3910, task="classify")  # 10 epochs of 391
     # stages: 32x32x16 (3 + 13 padded channels), then 16x16x64 and 8x8x256 after the squeezes
     model = nnx.eval_shape(lambda: build_model("iresnet", dataset_info("cifar10"), "iresnet-classify-cifar10",
                                                nnx.Rngs(0), task="classify"))
