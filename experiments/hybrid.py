@@ -65,16 +65,10 @@ def _count(model: str, preset: str, dataset: str, overrides: dict) -> int:
 
 
 def _match_width(model: str, preset: str, dataset: str, overrides: dict, target: int) -> tuple[int, int]:
-    lo, hi = 1, 512
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _count(model, preset, dataset, dict(overrides, hidden_channels=mid)) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    best = min({max(lo - 1, 1), lo},
-               key=lambda h: (abs(_count(model, preset, dataset, dict(overrides, hidden_channels=h)) - target), h))
-    return best, _count(model, preset, dataset, dict(overrides, hidden_channels=best))
+    """paper_bpd's width search, counting flow and head together."""
+    from paper_bpd import _match_width as match
+
+    return match(model, preset, dataset, overrides, target, count=_count)
 
 
 def _mean_se(values) -> tuple[float, float]:

@@ -92,18 +92,24 @@ def _count(model: str, preset: str, dataset: str, overrides: dict) -> int:
     return count_params(nnx.eval_shape(lambda: build_model(model, dataset, preset, nnx.Rngs(0), **overrides)))
 
 
-def _match_width(model: str, preset: str, dataset: str, overrides: dict, target: int) -> tuple[int, int]:
-    """The hidden width whose parameter count is closest to ``target`` (counts grow with it)."""
+def _match_width(model: str, preset: str, dataset: str, overrides: dict, target: int,
+                 count=None) -> tuple[int, int]:
+    """The hidden width whose parameter count (``count(model, preset, dataset, overrides)``,
+    default :func:`_count`) is closest to ``target`` (counts grow with it)."""
+    count = count or _count
+
+    def n(h: int) -> int:
+        return count(model, preset, dataset, dict(overrides, hidden_channels=h))
+
     lo, hi = 1, 512
     while lo < hi:  # smallest width with count >= target
         mid = (lo + hi) // 2
-        if _count(model, preset, dataset, dict(overrides, hidden_channels=mid)) >= target:
+        if n(mid) >= target:
             hi = mid
         else:
             lo = mid + 1
-    best = min({max(lo - 1, 1), lo}, key=lambda h: (abs(_count(model, preset, dataset, dict(overrides, hidden_channels=h))
-                                                         - target), h))
-    return best, _count(model, preset, dataset, dict(overrides, hidden_channels=best))
+    best = min({max(lo - 1, 1), lo}, key=lambda h: (abs(n(h) - target), h))
+    return best, n(best)
 
 
 def _mean_se(values) -> tuple[float, float]:

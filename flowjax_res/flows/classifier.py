@@ -35,10 +35,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax_res._checks import as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int
-from flowjax_res.layers.activations import Activation, LipSwish
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.classifier_head import ClassifierHead
-from flowjax_res.layers.residual import InverseConfig, ResidualBlock
+from flowjax_res.layers.residual import InverseConfig, ResidualBlock, _activation
 from flowjax_res.layers.squeeze import Squeeze, squeeze_shape
 from flowjax_res.ops.activations import activation_names
 
@@ -142,10 +141,6 @@ def classifier_config(preset: str = "small", **overrides) -> ClassifierConfig:
     if unknown:
         raise ValueError(f"unknown override(s) {unknown} for the i-ResNet classifier; allowed: {sorted(allowed)}")
     return ClassifierConfig(**{**CLASSIFIER_PRESETS[preset], **overrides})
-
-
-def _activation(name: str) -> nnx.Module:
-    return LipSwish() if name == "lipswish" else Activation(name)
 
 
 def _vanilla_g(shape: tuple[int, int, int], cfg: ClassifierConfig, hidden: int, preact: bool,
@@ -273,10 +268,12 @@ class IResNetClassifier(nnx.Module):
             h = self.first_squeeze.inverse(h)
         return h, ok
 
-    def reconstruct(self, x: jax.Array) -> dict[str, jax.Array]:
+    def reconstruct(self, x: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
         """Invert the features of integer images ``x``: ``original`` and ``reconstruction``
         in the pre-processed space ``[-0.5, 0.5]`` (padding dropped), ``converged`` per
-        example."""
+        example. ``key`` is unused (the features are deterministic), accepted for the
+        signature :class:`~flowjax_res.flows.hybrid.HybridModel` shares."""
+        del key
         h = self.preprocess(x)
         rec, ok = self.invert(self.features(h))
         c = self.input_shape[-1]

@@ -40,8 +40,6 @@ def _reconstruct_fn(graphdef: nnx.GraphDef):
 
         model = merge_model(graphdef, params, rest)
         set_eval_mode(model)
-        if hasattr(model, "invert"):  # the classifier: deterministic features
-            return model.reconstruct(x)
         return model.reconstruct(x, key=per_example_keys(key, x.shape[0]))
 
     return run

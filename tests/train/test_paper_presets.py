@@ -38,22 +38,29 @@ class _Random:
         return rng.integers(0, self.info.n_levels, (self.n, *self.info.shape), dtype=np.uint8)
 
 
-def run_two_steps(cfg: TrainConfig, info, record_property) -> list[float]:
+def run_two_steps(cfg: TrainConfig, info, record_property, data: Data | None = None, on_step=None) -> list[float]:
     """Two training steps of ``cfg`` (through ``prepare_run``, the command line's graph) on
-    random data of ``info``'s shape, batch ``cfg.batch_size``; asserts finite losses and no
-    skipped step, records the first step's time (compilation included)."""
-    batches = _Random(info, cfg.batch_size)
-    data = Data("toy" if info.kind == "toy" else "image", tuple(info.shape), batches, batches.batch(99), info,
-                info.n_levels)
+    random data of ``info``'s shape, batch ``cfg.batch_size`` (or on ``data``'s batches);
+    asserts finite losses and no skipped step, records the first step's time (compilation
+    included); ``on_step(metrics)`` checks each step's metrics further."""
+    if data is None:
+        batches = _Random(info, cfg.batch_size)
+        data = Data("toy" if info.kind == "toy" else "image", tuple(info.shape), batches, batches.batch(99), info,
+                    info.n_levels)
+    batches = data.batches
     _, state, step, put, _ = prepare_run(cfg, data)
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     losses, times = [], []
     for s in range(2):
         t0 = time.perf_counter()
         state, m = step(state, put(batches.batch(s)), jax.random.key(s))
         losses.append(float(m["loss"]))
         times.append(time.perf_counter() - t0)
+        if on_step is not None:
+            on_step(m)
     record_property("first_step_s", times[0])
-    print(f"{cfg.model}/{cfg.preset}: first step (compile) {times[0]:.1f} s, second {times[1]:.2f} s, losses {losses}")
+    print(f"{cfg.model}/{cfg.preset}: {n_params:,} parameters, first step (compile) {times[0]:.1f} s, second "
+          f"{times[1]:.2f} s, losses {losses}")
     assert np.all(np.isfinite(losses)), losses
     assert int(state.step) == 2 and int(state.skipped) == 0
     return losses
