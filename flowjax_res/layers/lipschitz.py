@@ -51,6 +51,7 @@ from flax import nnx
 
 from flowjax_res._checks import check_choice, check_open_interval, check_positive, check_positive_int, check_shape
 from flowjax_res.layers.variables import PowerIterState, PowerIterStats
+from flowjax_res.ops import linalg
 from flowjax_res.ops.power_iteration import (
     check_conv_padding,
     check_conv_strides,
@@ -317,7 +318,7 @@ class LipschitzLayer(nnx.Module):
         ``restarts`` fixed random starts. Not differentiated."""
         kernel = jax.lax.stop_gradient(self.kernel[...])
         if self.reference_method == "svd":
-            return jnp.linalg.svd(self._operator_matrix(kernel), compute_uv=False)[0]
+            return linalg.svdvals(self._operator_matrix(kernel))[0]
         operator, u_shape, v_shape = self._reference_operator()
         k = min(DEFAULT_N_VECTORS, math.prod(u_shape), math.prod(v_shape))
         starts = [(self.u[...], self.v[...])] if operator == self._operator else []

@@ -88,6 +88,7 @@ from flowjax_res.layers.lipschitz import (
     _pair,
 )
 from flowjax_res.layers.variables import PowerIterState, PowerIterStats
+from flowjax_res.ops import linalg
 from flowjax_res.ops.induced_norm import (
     INF,
     check_order,
@@ -442,7 +443,7 @@ class InducedNormDense(_InducedNormLayer):
         e = jnp.zeros((self.in_features,), kernel.dtype).at[j].set(1.0)
         i = jnp.argmax(vector_norm(kernel, dual_order(p), axis=0))
         d = dual_vector(kernel[:, i], dual_order(p))
-        top = jnp.linalg.svd(kernel, full_matrices=False)[0][:, 0]  # the spectral maximiser
+        top = linalg.svd(jax.lax.stop_gradient(kernel), full_matrices=False)[0][:, 0]  # the spectral maximiser
         return jnp.stack([e, d, top])
 
     def _certified(self, kernel, p, q):

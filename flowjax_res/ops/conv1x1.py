@@ -25,6 +25,7 @@ from jax import lax
 from jax.scipy.linalg import lu_factor, lu_solve, solve_triangular
 
 from flowjax_res.ops.autoregressive_conv import check_nhwc
+from flowjax_res.ops import linalg
 from flowjax_res._checks import check_positive_int
 
 
@@ -52,7 +53,7 @@ def conv1x1_logdet(weight: jax.Array, height: int, width: int) -> jax.Array:
     _check_matrix("weight", weight)
     height = check_positive_int("height", height)
     width = check_positive_int("width", width)
-    return height * width * jnp.linalg.slogdet(weight)[1]
+    return height * width * linalg.slogdet(weight)[1]
 
 
 def conv1x1_inverse(y: jax.Array, weight: jax.Array) -> jax.Array:

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from flowjax_res._checks import check_choice, check_positive, check_positive_int, check_residual_map
+from flowjax_res.ops import linalg
 
 METHODS = ("picard", "anderson")
 
@@ -107,7 +108,7 @@ def _solve(
             invalid = jnp.logical_not(valid).astype(dtype)
             H = H + lam[:, None, None] * eye + eye * invalid[None, :]
             rhs = jnp.broadcast_to(valid.astype(dtype), (batch, m))
-            w = jnp.linalg.solve(H, rhs[..., None])[..., 0]
+            w = linalg.solve(H, rhs)
             alpha = w / jnp.sum(w, axis=1, keepdims=True)
             x_acc = jnp.einsum("bi,bin->bn", alpha, (1.0 - beta) * X + beta * G).reshape(x.shape)
             ok = jnp.all(jnp.isfinite(x_acc.reshape(batch, -1)), axis=1)

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from flowjax_res._checks import check_nonnegative_int, check_positive, check_positive_int
+from flowjax_res.ops import linalg
 from flowjax_res.ops.power_iteration import (
     Padding,
     check_conv_padding,
@@ -310,7 +311,7 @@ def matrix_closed_form(matrix: jax.Array, p, q) -> jax.Array:
     if _is_static(q) and float(q) == INF:
         return jnp.max(vector_norm(matrix, dual_order(p), axis=1))
     if _is_static(p) and _is_static(q) and float(p) == 2.0 and float(q) == 2.0:
-        return jnp.linalg.svd(matrix, compute_uv=False)[0]
+        return linalg.svdvals(matrix)[0]
     raise ValueError(f"no closed form for ||M||_{{p->q}} with p={p!r}, q={q!r} (only p = 1, q = inf, p = q = 2)")
 
 
@@ -556,7 +557,7 @@ def induced_norm_reference(
     gauss = jax.random.normal(k1, (n_starts, n_in), matrix.dtype)
     signs = jnp.sign(jax.random.normal(k2, (n_starts, n_in), matrix.dtype))
     eye = jnp.eye(n_in, dtype=matrix.dtype)
-    top = jnp.linalg.svd(matrix)[2][0]
+    top = linalg.svd(lax.stop_gradient(matrix))[2][0]
     starts = jnp.concatenate([gauss, signs, eye, -eye, top[None], jnp.sign(top)[None] + 0.0 * top[None]])
     starts = jnp.where(jnp.all(starts == 0, axis=1, keepdims=True), 1.0, starts)
     sigma, _, _ = induced_norm(_matrix_operator, lax.stop_gradient(matrix), starts, p, q, rtol=rtol,

@@ -66,6 +66,7 @@ from flowjax_res._checks import (
 )
 from flowjax_res.ops.neumann import with_neumann_gradient, with_neumann_gradient_joint
 from flowjax_res.ops.keys import batch_key, is_per_example, split_key
+from flowjax_res.ops import linalg
 from flowjax_res.ops.probes import PROBE_KINDS, hutchinson_probes
 from flowjax_res.ops.roulette import ROULETTE_DISTS, roulette_sample, roulette_survival
 
@@ -84,7 +85,7 @@ def exact_residual_logdet(g: Callable, params, x: jax.Array) -> jax.Array:
         f = lambda z: g(params, z[None])[0]  # noqa: E731
         jac = jax.jacfwd(f)(xb)
         d = xb.size
-        return jnp.linalg.slogdet(jnp.eye(d, dtype=jac.dtype) + jac.reshape(d, d))[1]
+        return linalg.slogdet(jnp.eye(d, dtype=jac.dtype) + jac.reshape(d, d))[1]
 
     return jax.vmap(one)(x)
 

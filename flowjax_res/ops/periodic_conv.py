@@ -37,6 +37,7 @@ from jax import lax
 from flowjax_res._checks import check_positive, check_positive_int
 from flowjax_res.ops.autoregressive_conv import check_nhwc, check_square_kernel
 from flowjax_res.ops.canonical_conv import conv_general_dilated
+from flowjax_res.ops import linalg
 
 
 def kernel_centre(kernel_size: int) -> int:
@@ -90,7 +91,7 @@ def _rfft_weights(width: int) -> np.ndarray:
 
 
 def _spectrum_info(k_hat: jax.Array) -> dict[str, jax.Array]:
-    sv = jnp.linalg.svd(k_hat, compute_uv=False)
+    sv = linalg.svdvals(jax.lax.stop_gradient(k_hat))
     smin, smax = jnp.min(sv), jnp.max(sv)
     rcond = jnp.where(smax > 0, smin / jnp.where(smax > 0, smax, 1.0), 0.0)
     return {"min_singular_value": smin, "max_singular_value": smax, "rcond": rcond}
@@ -104,7 +105,7 @@ def periodic_conv_logdet(kernel: jax.Array, height: int, width: int, *, return_i
     ``max_singular_value`` and ``rcond`` of the Jacobian.
     """
     k_hat = periodic_kernel_fft(kernel, height, width)
-    _, logabs = jnp.linalg.slogdet(k_hat)  # (H, W // 2 + 1)
+    _, logabs = linalg.slogdet(k_hat)  # (H, W // 2 + 1)
     weights = jnp.asarray(_rfft_weights(width), logabs.dtype)
     logdet = jnp.sum(logabs * weights[None, :])
     if return_info:
@@ -132,7 +133,7 @@ def periodic_conv_inverse(y: jax.Array, kernel: jax.Array, *, min_rcond: float |
     k_hat = periodic_kernel_fft(kernel.astype(dtype), h, w)  # (H, V, C, C)
     y_hat = jnp.fft.rfft2(y.astype(dtype), axes=(1, 2))  # (B, H, V, C)
     rhs = jnp.transpose(y_hat, (1, 2, 3, 0))  # (H, V, C, B)
-    x_hat = jnp.linalg.solve(jnp.swapaxes(k_hat, -1, -2), rhs)  # K^T x^T = y^T
+    x_hat = linalg.solve(jnp.swapaxes(k_hat, -1, -2), rhs)  # K^T x^T = y^T
     x = jnp.fft.irfft2(jnp.transpose(x_hat, (3, 0, 1, 2)), s=(h, w), axes=(1, 2)).astype(dtype)
     info = _spectrum_info(k_hat)
     invertible = info["rcond"] > min_rcond

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from flowjax_res.ops.canonical_conv import conv_general_dilated
+from flowjax_res.ops import linalg
 from flowjax_res._checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
 
 _EPS = 1e-12
@@ -187,7 +188,7 @@ def power_iteration(
 def _orthonormal_rows(x: jax.Array) -> jax.Array:
     """Orthonormalise the ``k`` rows of ``x`` (shape ``(k, *shape)``) by a reduced QR."""
     k = x.shape[0]
-    q, _ = jnp.linalg.qr(x.reshape(k, -1).T)
+    q, _ = linalg.qr(x.reshape(k, -1).T)
     return q.T.reshape(x.shape)
 
 
@@ -257,7 +258,7 @@ def subspace_iteration(
         av = block_matvec(v_new)
         u_new = _orthonormal_rows(av)
         b = u_new.reshape(k, -1) @ av.reshape(k, -1).T  # b[i, j] = u_i . A v_j
-        p, sig, qt = jnp.linalg.svd(b)
+        p, sig, qt = linalg.svd(b)
         u_new = (p.T @ u_new.reshape(k, -1)).reshape(u.shape)
         v_new = (qt @ v_new.reshape(k, -1)).reshape(v.shape)
         ok = jnp.all(jnp.isfinite(sig))
