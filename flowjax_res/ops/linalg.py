@@ -7,7 +7,7 @@ runs thunks in parallel: each simulated CPU device of a data-parallel run
 (``--xla_force_host_platform_device_count``) and independent branches of one program run
 on pool threads. When as many batched LAPACK calls are in flight as the pool has threads,
 every thread waits for chunks that no free thread is left to run: the process deadlocks
-(seen in evaluation with 2 devices on a 2-core machine: both pool threads in
+(with 2 devices on a 2-core machine both pool threads then sit in
 ``ParallelBatchMap -> BlockingCounter::Wait`` under ``lapack_sgesdd_ffi``). A call on a
 single matrix (batch size 1) takes the kernel's inline path, runs on the calling thread
 and schedules nothing, so it cannot wait on the pool.
