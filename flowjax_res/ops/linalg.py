@@ -61,7 +61,7 @@ def _one_matrix_per_call(fn: Callable) -> Callable:
 
 
 # Single-matrix kernels; batched uses go through jnp.vectorize (vmap) onto the loop rule.
-_slogdet1 = _one_matrix_per_call(lambda a: jnp.linalg.slogdet(a))
+_slogdet1 = _one_matrix_per_call(lambda a: tuple(jnp.linalg.slogdet(a)))
 _inv1 = _one_matrix_per_call(lambda a: jnp.linalg.inv(a))
 _solve1 = _one_matrix_per_call(lambda a, b: jnp.linalg.solve(a, b))
 _svd_full1 = _one_matrix_per_call(lambda a: jnp.linalg.svd(a, full_matrices=True))

@@ -102,3 +102,10 @@ def test_complex_slogdet_and_its_gradient():
         g = jax.grad(lambda a: f(*linalg.slogdet(a)))(a)
         g_ref = jax.grad(lambda a: f(*jnp.linalg.slogdet(a)))(a)
         np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_slogdet_under_forward_mode_of_a_vmapped_function():
+    a = jax.random.normal(jax.random.key(2), (4, 3, 3)) + 2.0 * jnp.eye(3)
+    f = lambda m: linalg.slogdet(m @ m)[1]  # noqa: E731
+    ref = lambda m: jnp.linalg.slogdet(m @ m)[1]  # noqa: E731
+    np.testing.assert_allclose(jax.vmap(jax.jacfwd(f))(a), jax.vmap(jax.jacfwd(ref))(a), rtol=1e-4, atol=1e-5)
