@@ -4,7 +4,9 @@
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
 is one line ``flowjax-res: error: ...`` on stderr with a non-zero exit, never a
-traceback (set ``FLOWJAX_RES_DEBUG=1`` to see one).
+traceback (set ``FLOWJAX_RES_DEBUG=1`` to see one). ``train`` stopped by SIGTERM or SIGINT
+finishes its step, saves it and prints one line ``flowjax-res: stopped by SIGTERM after step
+N: saved checkpoint N in PATH; ...``, with the exit code of the signal (143, 130).
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="run directory name under --out (default <dataset>-<model>-<time>)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint (--steps may extend it)")
     g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
-    g.add_argument("--eval-every", type=int, help=f"default {d.eval_every}")
+    g.add_argument("--eval-every", type=int, help=f"evaluate on the test set every this many steps and at the end; "
+                                                 f"0 = never while training (default {d.eval_every})")
     g.add_argument("--ckpt-every", type=int, help=f"default {d.ckpt_every}")
     g.add_argument("--keep-ckpts", type=int, help=f"default {d.keep_ckpts}")
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
@@ -318,12 +321,15 @@ def _cmd_train(args) -> int:
         made = _missing_ancestor(cfg.out)  # the top directory this command will create, if any
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
+    from flowjax_res.train.safety import TrainingError, TrainingStopped
+
     try:
         summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
                         stop_after=args.stop_after)
+    except TrainingStopped as e:  # SIGTERM / SIGINT: one line naming the checkpoint saved, the signal's exit code
+        print(f"{PROG}: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_code
     except BaseException as e:
-        from flowjax_res.train.safety import TrainingError
-
         if fresh and not isinstance(e, TrainingError):  # a stopped run keeps what its message says it kept
             _remove_if_unused(run_dir)
             if made is not None:  # --out was made for this run: leave no empty directory behind
