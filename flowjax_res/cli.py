@@ -4,7 +4,9 @@
 A thin layer over :mod:`flowjax_res.train`: every error from bad input (unknown data
 set or model, missing run directory, corrupt or incompatible checkpoint, bad numbers)
 is one line ``flowjax-res: error: ...`` on stderr with a non-zero exit, never a
-traceback (set ``FLOWJAX_RES_DEBUG=1`` to see one).
+traceback (set ``FLOWJAX_RES_DEBUG=1`` to see one). ``train`` stopped by SIGTERM or SIGINT
+finishes its step, saves it and prints one line ``flowjax-res: stopped by SIGTERM after step
+N: saved checkpoint N in PATH; ...``, with the exit code of the signal (143, 130).
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="run directory name under --out (default <dataset>-<model>-<time>)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint (--steps may extend it)")
     g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
-    g.add_argument("--eval-every", type=int, help=f"default {d.eval_every}")
+    g.add_argument("--eval-every", type=int, help=f"evaluate on the test set every this many steps and at the end; "
+                                                 f"0 = never while training (default {d.eval_every})")
     g.add_argument("--ckpt-every", type=int, help=f"default {d.ckpt_every}")
     g.add_argument("--keep-ckpts", type=int, help=f"default {d.keep_ckpts}")
     g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
@@ -135,8 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mesh-shape", type=_mesh_shape_arg, metavar="D[,M]",
                    help="device mesh (data[, model]) instead of --devices: M > 1 splits large parameters over M devices")
     g.add_argument("--distributed", action="store_true", default=None,
-                   help="multi-host run: call jax.distributed.initialize() first, on every host (also "
-                        "FLOWJAX_DISTRIBUTED=1)")
+                   help="multi-process run (several hosts, or several processes of one host): start the same "
+                        "command in every process; it calls jax.distributed.initialize first (also "
+                        "FLOWJAX_DISTRIBUTED=1). On SLURM, Open MPI, Cloud TPU and Kubernetes it finds the other "
+                        "processes itself; elsewhere give the three options below (or set JAX_COORDINATOR_ADDRESS, "
+                        "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    g.add_argument("--coordinator-address", metavar="HOST:PORT",
+                   help="with --distributed (implied): the address of process 0 and a free port on it, the same "
+                        "in every process (default $JAX_COORDINATOR_ADDRESS, else detected from the cluster)")
+    g.add_argument("--num-processes", type=int, metavar="N",
+                   help="with --distributed (implied): the number of processes (default $JAX_NUM_PROCESSES, else "
+                        "detected)")
+    g.add_argument("--process-id", type=int, metavar="I",
+                   help="with --distributed (implied): this process's number, 0 to N-1; process 0 runs the "
+                        "coordinator and writes the metrics (default $JAX_PROCESS_ID, else detected)")
     g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate a killed run (tests)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on the test set")
@@ -265,14 +280,17 @@ def _host_devices_for(cfg) -> None:
 def _cmd_train(args) -> int:
     from flowjax_res.train.config import RESUMABLE_FIELDS as _RESUMABLE
     from flowjax_res.train.config import TrainConfig, load_config
-    from flowjax_res.train.sharding import maybe_initialize_distributed
+    from flowjax_res.train.sharding import distributed_requested, maybe_initialize_distributed
     from flowjax_res.train.loop import run_mesh, train
     from flowjax_res.train.run import make_data, new_run_dir
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
     if "model_args" in given:
         given["model_args"] = dict(given["model_args"])
-    maybe_initialize_distributed(args.distributed)  # before any other JAX call
+    processes = {k: getattr(args, k) for k in ("coordinator_address", "num_processes", "process_id")}
+    if args.distributed is None and (any(v is not None for v in processes.values()) or distributed_requested()):
+        given["distributed"] = True  # the options (or FLOWJAX_DISTRIBUTED=1) ask for a multi-process run
+    made = None
     if args.resume is not None:
         bad = sorted(set(given) - set(_RESUMABLE))
         if bad:
@@ -286,6 +304,7 @@ def _cmd_train(args) -> int:
         if "devices" in changes and "mesh_shape" not in changes:
             changes["mesh_shape"] = None  # a new device count replaces the old mesh
         cfg = cfg.replace(**changes)
+        maybe_initialize_distributed(cfg.distributed, **processes)  # before any other JAX call
         _host_devices_for(cfg)
         data = make_data(cfg)
         run_dir, fresh = args.resume, False
@@ -295,18 +314,22 @@ def _cmd_train(args) -> int:
         if given.get("preset") in {**PAPER_PRESETS, **TASK_PRESETS}:  # an official run: model, data, training
             given = paper_train_fields(given["preset"], given)
         cfg = TrainConfig(**given)
+        maybe_initialize_distributed(cfg.distributed, **processes)  # before any other JAX call
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written
         run_mesh(cfg)  # so do device counts that do not exist or do not divide the batch
         made = _missing_ancestor(cfg.out)  # the top directory this command will create, if any
         run_dir, fresh = new_run_dir(cfg, args.name), True
     print(f"{PROG}: run directory {run_dir}", file=sys.stderr)
+    from flowjax_res.train.safety import TrainingError, TrainingStopped
+
     try:
         summary = train(cfg, run_dir, resume=not fresh, data=data, progress=not args.no_progress,
                         stop_after=args.stop_after)
+    except TrainingStopped as e:  # SIGTERM / SIGINT: one line naming the checkpoint saved, the signal's exit code
+        print(f"{PROG}: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_code
     except BaseException as e:
-        from flowjax_res.train.safety import TrainingError
-
         if fresh and not isinstance(e, TrainingError):  # a stopped run keeps what its message says it kept
             _remove_if_unused(run_dir)
             if made is not None:  # --out was made for this run: leave no empty directory behind

@@ -67,7 +67,9 @@ class TrainConfig:
         and 0 (raw weights) for ``task="classify"``, as the official i-ResNet classifier.
       seed: the one seed of the run (initialisation, batches, estimator keys).
       log_every: write a training line to ``metrics.jsonl`` every this many steps.
-      eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end).
+      eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end);
+        ``eval_every=0``: no evaluation while training (``flowjax-res eval`` evaluates a
+        checkpoint later).
       keep_ckpts: how many recent checkpoints to keep.
       eval_batch_size: batch size for evaluation.
       n_test: number of test points for toy data (image data use their test split).
@@ -193,8 +195,9 @@ class TrainConfig:
         _check_unit("ema_decay", self.ema_decay, allow_zero=True)
         check_nonnegative_int("seed", self.seed)
         _check_at_most("seed", self.seed, MAX_SEED, "a 64-bit signed integer")
-        for name in ("log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
+        for name in ("log_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test"):
             check_positive_int(name, getattr(self, name))
+        check_nonnegative_int("eval_every", self.eval_every)
         if self.lipschitz_tol is not None:
             check_open_interval("lipschitz_tol", self.lipschitz_tol, 0.0, 1.0)
         if self.lipschitz_max_iters is not None:

@@ -14,6 +14,7 @@ float32 rounding, and a checkpoint can be resumed on another number of devices.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -33,7 +34,8 @@ from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
 from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
 from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
-from flowjax_res.train.safety import DivergenceError, DivergenceMonitor, RunLock, RunWriteError, is_write_error
+from flowjax_res.train.safety import (DivergenceError, DivergenceMonitor, RunLock, RunWriteError, StopSignals,
+                                     TrainingStopped, is_write_error)
 from flowjax_res.train.state import TrainState, create_train_state, merge_model, split_model
 from flowjax_res.train.setup import build_train_step, data_dependent_init
 
@@ -162,11 +164,14 @@ def _warn(msg: str) -> None:
     print(f"flowjax-res: warning: {msg}", file=sys.stderr)
 
 
-def check_resume(cfg: TrainConfig, run_dir: str, step: int, meta: dict[str, Any] | None) -> None:
+def check_resume(cfg: TrainConfig, run_dir: str, step: int, meta: dict[str, Any] | None, *,
+                 eval_missing: bool = False) -> None:
     """Before anything of a run being resumed is written: ``cfg.steps`` must lie beyond the
-    checkpoint's ``step``, and ``cfg`` must equal the config stored in the checkpoint
-    (``meta["config"]``) except for :data:`~flowjax_res.train.config.RESUMABLE_FIELDS`."""
-    if cfg.steps <= step:
+    checkpoint's ``step`` (or equal it, with ``eval_missing``: a run stopped after its last
+    step and before its final evaluation, which resuming then runs), and ``cfg`` must equal
+    the config stored in the checkpoint (``meta["config"]``) except for
+    :data:`~flowjax_res.train.config.RESUMABLE_FIELDS`."""
+    if cfg.steps < step or (cfg.steps == step and not eval_missing):
         raise ValueError(f"steps (= {cfg.steps}) must be greater than the step {step} of the checkpoint being "
                          f"resumed in {run_dir!r} (pass a larger --steps to train further; nothing was changed)")
     _check_config(cfg, run_dir, step, meta)
@@ -199,10 +204,20 @@ def train(
 
     Writes ``config.json``, ``metrics.jsonl`` (a ``"split": "train"`` line every
     ``log_every`` steps; a ``"split": "test"`` line every ``eval_every`` steps and at the
-    end), checkpoints every ``ckpt_every`` steps and at the end, and, when finished and
-    ``outputs``, the figures and samples (:func:`write_outputs`). ``stop_after`` stops
-    after that many steps with no final evaluation or checkpoint, as a killed run would
-    (for tests). Returns a summary: ``step``, ``skipped`` and the last evaluation.
+    end, none with ``eval_every=0``), checkpoints every ``ckpt_every`` steps and at the end
+    (each before the evaluation of its step, so that an evaluation that fails or hangs
+    loses no step), and, when finished and ``outputs``, the figures and samples
+    (:func:`write_outputs`). ``stop_after`` stops after that many steps with no final
+    evaluation or checkpoint, as a killed run would (for tests). Returns a summary:
+    ``step``, ``skipped`` and the last evaluation.
+
+    Pre-emption (:class:`~flowjax_res.train.safety.StopSignals`): SIGTERM or SIGINT during
+    the steps lets the current step finish, saves its checkpoint and raises
+    :class:`~flowjax_res.train.safety.TrainingStopped` (its message names the checkpoint;
+    nothing of a scheduled evaluation of that step runs). A resume evaluates first the
+    checkpoint's step if its evaluation is due and missing from ``metrics.jsonl``, so the
+    resumed run writes what the uninterrupted one writes (a run stopped after its last
+    step may be resumed with the same ``steps`` for that).
 
     Safety (:mod:`flowjax_res.train.safety`): the run holds ``run_dir/.lock`` throughout
     (:class:`~flowjax_res.train.safety.RunLockedError` if another live run holds it). On
@@ -266,10 +281,12 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
     mesh = run_mesh(cfg)
     n_devices = 1 if mesh is None else mesh.devices.size
     data = data or make_data(cfg)
+    eval_missing = False
     if resume:
         _check_newest_config(cfg, run_dir)  # before a restore that may fail on another model size
         graphdef, state, tx, schedule, meta, failed = _restore(run_dir, cfg, data, model_fn, None, mesh)
-        check_resume(cfg, run_dir, int(state.step), meta)
+        eval_missing = _eval_missing(cfg, run_dir, int(state.step), meta)
+        check_resume(cfg, run_dir, int(state.step), meta, eval_missing=eval_missing)
         restore_data_state(run_dir, data, int(state.step))
         if jax.process_index() == 0:
             if failed:
@@ -302,44 +319,68 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
                                       f"--divergence-loss, 0 = off)")
         pending.clear()
 
+    def save(done):
+        ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()},
+                  data=data_state(data))
+
+    def evaluation(done):
+        result = run_evaluation(cfg, graphdef, state, data, mesh=mesh)
+        writer.write({"step": done, "split": "test", **result})
+        return result
+
+    def stopped(signum, done):
+        save(done)  # a no-op if this step's checkpoint is written
+        path = os.path.join(ckpt.directory, str(done))
+        return TrainingStopped(f"stopped by {signal.Signals(signum).name} after step {done}: saved checkpoint "
+                               f"{done} in {path}; continue with --resume {run_dir}", signum=signum, step=done,
+                               path=path)
+
     start = int(state.step)
     bar = _progress(start, cfg.steps, progress and jax.process_index() == 0)
     last_eval: dict[str, Any] = {}
+    stops = StopSignals(multi_process=jax.process_count() > 1)
     try:
-        t0, n0 = time.perf_counter(), start
-        for s in range(start, cfg.steps):
-            state, m = step_fn(state, put(data.batches.batch(s)), _b.step_key(cfg.seed, s))
-            done = s + 1
-            pending.append((done, m["loss"], m["ok"]))
-            is_log = done % cfg.log_every == 0 or done == cfg.steps
-            is_eval = done % cfg.eval_every == 0 or done == cfg.steps
-            is_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
-            if is_log or is_eval or is_ckpt:
-                check_divergence()
-            if is_log:
-                m = jax.device_get(m)
-                rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
-                line = {"step": done, "split": "train", "loss": float(m["loss"]), **_train_metrics(m, data),
-                        "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
-                        "lip_iters": int(m["lip_iters"]), "lip_converged": bool(m["lip_converged"]),
-                        "steps_per_s": round(rate, 3), "examples_per_s": round(rate * cfg.batch_size, 2),
-                        "examples_per_s_per_device": round(rate * cfg.batch_size / n_devices, 2)}
-                writer.write(line)
-                bar.set_postfix({"loss": f"{line['loss']:.4g}",
-                                 **{k: f"{line[k]:.4g}" for k in _train_metrics(m, data)},
-                                 "ex/s": f"{line['examples_per_s']:.4g}", "skipped": line["skipped"]}, refresh=False)
-                bar.update(done - bar.n)
-                t0, n0 = time.perf_counter(), done
-            paused = time.perf_counter()
-            if is_eval:
-                last_eval = run_evaluation(cfg, graphdef, state, data, mesh=mesh)
-                writer.write({"step": done, "split": "test", **last_eval})
-            if is_ckpt:
-                ckpt.save(state, {"step": done, "skipped": int(state.skipped), "config": cfg.to_dict()},
-                          data=data_state(data))
-            t0 += time.perf_counter() - paused  # steps/s counts training only
-            if stop_after is not None and done >= stop_after:
-                return {"step": done, "skipped": int(state.skipped), **last_eval}
+        with stops:
+            if eval_missing:  # the resumed checkpoint's evaluation, which its run did not write
+                last_eval = evaluation(start)
+            t0, n0 = time.perf_counter(), start
+            for s in range(start, cfg.steps):
+                state, m = step_fn(state, put(data.batches.batch(s)), _b.step_key(cfg.seed, s))
+                done = s + 1
+                pending.append((done, m["loss"], m["ok"]))
+                stop = stops.requested(done)  # once a step: with several processes, the pre-emption sync point
+                is_log = done % cfg.log_every == 0 or done == cfg.steps
+                is_eval = _eval_due(done, cfg.eval_every, cfg.steps)
+                is_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps or stop is not None
+                if is_log or is_eval or is_ckpt:
+                    check_divergence()
+                if is_log:
+                    m = jax.device_get(m)
+                    rate = (done - n0) / max(time.perf_counter() - t0, 1e-9)
+                    line = {"step": done, "split": "train", "loss": float(m["loss"]), **_train_metrics(m, data),
+                            "grad_norm": float(m["grad_norm"]), "lr": float(m["lr"]), "skipped": int(m["skipped"]),
+                            "lip_iters": int(m["lip_iters"]), "lip_converged": bool(m["lip_converged"]),
+                            "steps_per_s": round(rate, 3), "examples_per_s": round(rate * cfg.batch_size, 2),
+                            "examples_per_s_per_device": round(rate * cfg.batch_size / n_devices, 2)}
+                    writer.write(line)
+                    bar.set_postfix({"loss": f"{line['loss']:.4g}",
+                                     **{k: f"{line[k]:.4g}" for k in _train_metrics(m, data)},
+                                     "ex/s": f"{line['examples_per_s']:.4g}", "skipped": line["skipped"]},
+                                    refresh=False)
+                    bar.update(done - bar.n)
+                    t0, n0 = time.perf_counter(), done
+                paused = time.perf_counter()
+                if is_ckpt:  # before the evaluation: an evaluation that fails or hangs loses no step
+                    save(done)
+                if stop is not None:  # the evaluation of this step, if due, runs when the run resumes
+                    raise stopped(stop, done)
+                if is_eval:
+                    last_eval = evaluation(done)
+                if not stops.multi_process and stops.received is not None:  # a signal during the evaluation
+                    raise stopped(stops.received, done)
+                t0 += time.perf_counter() - paused  # steps/s counts training only
+                if stop_after is not None and done >= stop_after:
+                    return {"step": done, "skipped": int(state.skipped), **last_eval}
     finally:
         bar.close()
         writer.close()
@@ -349,6 +390,29 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
         # replicated over 8 simulated CPU devices was seen to stall XLA's CPU runtime
         write_outputs(run_dir, cfg, graphdef, state if mesh is None else _sh.to_local(state), data)
     return {"step": int(state.step), "skipped": int(state.skipped), **last_eval}
+
+
+def _eval_due(step: int, eval_every: int, steps: int) -> bool:
+    """Whether a run of ``steps`` steps evaluates after ``step`` (``eval_every=0``: never)."""
+    return eval_every > 0 and (step % eval_every == 0 or step == steps)
+
+
+def _eval_missing(cfg: TrainConfig, run_dir: str, step: int, meta: dict[str, Any] | None) -> bool:
+    """Whether the run that wrote the checkpoint at ``step`` was due to evaluate it (by its
+    stored config's ``steps``) and ``metrics.jsonl`` has no test line of it: it stopped
+    between the checkpoint and the evaluation (a signal, a kill, an evaluation that failed).
+    Read by process 0 and told to the others, which evaluate with it."""
+    stored = (meta or {}).get("config")
+    steps = stored.get("steps", cfg.steps) if isinstance(stored, dict) else cfg.steps
+    if not _eval_due(step, cfg.eval_every, steps if isinstance(steps, int) else cfg.steps):
+        return False
+
+    def missing() -> str:
+        from flowjax_res.train.metrics import read_metrics
+
+        return "0" if any(r["step"] == step and r.get("split") == "test" for r in read_metrics(run_dir)) else "1"
+
+    return _sh.on_process_0(missing) == "1"
 
 
 def _check_newest_config(cfg: TrainConfig, run_dir: str) -> None:

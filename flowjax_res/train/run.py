@@ -133,7 +133,17 @@ def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
     """A fresh directory ``<out>/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
     appended if taken); with ``name``, exactly ``<out>/<name>``, which must not exist or
     be empty (a run is never overwritten: use resume). ``cfg.out`` must not itself be a
-    run directory (runs are not nested)."""
+    run directory (runs are not nested).
+
+    In a multi-process run process 0 creates it and the others receive its path
+    (:func:`~flowjax_res.train.sharding.on_process_0`): every process then writes into
+    the same directory, whatever their clocks say and however late they start."""
+    from flowjax_res.train.sharding import on_process_0
+
+    return on_process_0(lambda: _new_run_dir(cfg, name))
+
+
+def _new_run_dir(cfg: TrainConfig, name: str | None) -> str:
     from flowjax_res.train.config import CONFIG_FILE
 
     if os.path.isfile(os.path.join(cfg.out, CONFIG_FILE)):

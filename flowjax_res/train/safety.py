@@ -9,6 +9,9 @@ run stops with (each one line, saying what was kept).
 - :class:`DivergenceMonitor`: stops after ``divergence_skips`` consecutive skipped steps,
   or when a step's loss exceeds the median of the previous finite losses by more than
   ``divergence_loss``.
+- :class:`StopSignals`: SIGTERM (what schedulers send before pre-empting a job) and SIGINT
+  ask the run to stop after its current step; the loop then saves a checkpoint of that
+  step and raises :class:`TrainingStopped`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import errno
 import fcntl
 import math
 import os
+import signal
 import socket
 import statistics
+import threading
 
 LOCK_FILE = ".lock"
 
@@ -38,6 +43,72 @@ class DivergenceError(TrainingError):
 
 class RunWriteError(TrainingError):
     """Writing a run's files failed (disk full, I/O error); says what was kept."""
+
+
+class TrainingStopped(TrainingError):
+    """A signal stopped the run after a step, whose checkpoint was saved: ``signum``, the
+    ``step`` and the checkpoint's ``path``; :attr:`exit_code` is the shell's code of a
+    process killed by the signal (143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, message: str, *, signum: int, step: int, path: str):
+        super().__init__(message)
+        self.signum, self.step, self.path = int(signum), int(step), path
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopSignals:
+    """While held (a context manager), SIGTERM and SIGINT ask the run to stop instead of
+    ending it: the first one is recorded (:meth:`requested`) and the loop stops at the end
+    of its current step, after saving it. A second signal stops at once, as without this
+    (SIGINT: ``KeyboardInterrupt``; SIGTERM: ``SystemExit(143)``), for a step that hangs.
+
+    With several processes (``multi_process``) the processes must stop after the same step,
+    or the checkpoint they write together would wait forever for the ones that went on. So
+    SIGTERM is left to JAX's pre-emption service, which ``jax.distributed.initialize``
+    starts with a SIGTERM handler of its own: :meth:`requested` asks it whether every
+    process has reached the step it agreed on after one of them received SIGTERM
+    (``multihost_utils.reached_preemption_sync_point``, a call every step). SIGINT keeps
+    Python's default there (``KeyboardInterrupt``; the checkpoints already written are kept).
+
+    Outside the main thread (where Python cannot install handlers) nothing is installed.
+    """
+
+    def __init__(self, *, multi_process: bool = False):
+        self.multi_process = bool(multi_process)
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in () if self.multi_process else (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            return
+        self.__exit__()  # a second signal: what it did before
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    def requested(self, step: int) -> int | None:
+        """The signal that asks to stop after ``step``, or ``None``. With several processes,
+        call it once after every step, in every process (it is the pre-emption sync point)."""
+        if self.multi_process:
+            from jax.experimental import multihost_utils
+
+            return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(step) else None
+        return self.received
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}

@@ -11,7 +11,8 @@ and the numbers of a step do not depend on the number of devices (the per-exampl
 random keys are derived from the global example index, see :mod:`flowjax_res.ops.keys`).
 
 Multi-host runs (GPU clusters, TPU pod slices) call :func:`maybe_initialize_distributed`
-first, on every host; ``jax.devices()`` then lists the devices of all hosts and each host
+first, in every process (with the coordinator's address, the number of processes and the
+process's id, or what the cluster provides); ``jax.devices()`` then lists the devices of all hosts and each host
 feeds its own rows of the global batch (:func:`put_batch`).
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -45,7 +46,10 @@ __all__ = [
     "check_batch_divisible",
     "process_rows",
     "put_batch",
+    "distributed_settings",
+    "distributed_requested",
     "maybe_initialize_distributed",
+    "on_process_0",
 ]
 
 DATA_AXIS = "data"
@@ -251,21 +255,143 @@ def put_batch(batch: Any, mesh: Mesh, batch_size: int | None = None) -> Any:
     return jax.tree.unflatten(treedef, out)
 
 
-def maybe_initialize_distributed(flag: bool | None = None) -> bool:
-    """Start JAX's multi-host runtime when asked, before any other JAX call.
+def on_process_0(fn: Callable[[], str], *, max_bytes: int = 4096) -> str:
+    """``fn()`` run by process 0 alone, its result (a string, e.g. the path of a run
+    directory it created) returned in every process; where ``fn`` raises on process 0,
+    every process raises (the others a ``ValueError`` with its message), so that none
+    waits for the others. On a single process: ``fn()``."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    buf = np.zeros(max_bytes + 1, np.uint8)  # [failed, utf-8 bytes..., zeros]
+    error = None
+    if jax.process_index() == 0:
+        try:
+            text = fn()
+        except Exception as e:  # noqa: BLE001 - told to the other processes, then raised here
+            error, text = e, " ".join(str(e).split()) or type(e).__name__
+        raw = text.encode()[:max_bytes]
+        if error is None and len(text.encode()) > max_bytes:
+            raise ValueError(f"on_process_0: the result has more than {max_bytes} bytes")
+        buf[0], buf[1:1 + len(raw)] = error is not None, np.frombuffer(raw, np.uint8)
+    buf = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+    if error is not None:
+        raise error
+    text = bytes(buf[1:]).rstrip(b"\0").decode()
+    if buf[0]:
+        raise ValueError(text)
+    return text
+
+
+COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+# What each setting is called on the command line and in the environment, for messages.
+_SETTINGS = {
+    "coordinator_address": ("--coordinator-address", COORDINATOR_ENV),
+    "num_processes": ("--num-processes", NUM_PROCESSES_ENV),
+    "process_id": ("--process-id", PROCESS_ID_ENV),
+}
+_HOW = ("outside a cluster that JAX detects by itself (SLURM, Open MPI, Cloud TPU, Kubernetes), give every "
+        "process --coordinator-address HOST:PORT (process 0's address and a free port), --num-processes N and "
+        f"--process-id I (0 to N-1), or set {COORDINATOR_ENV}, {NUM_PROCESSES_ENV} and {PROCESS_ID_ENV}")
+
+
+def distributed_settings(coordinator_address: str | None = None, num_processes: int | str | None = None,
+                         process_id: int | str | None = None, *, environ=None) -> dict[str, Any]:
+    """The keyword arguments of ``jax.distributed.initialize`` for a multi-process run,
+    checked.
+
+    Each of ``coordinator_address`` (``"HOST:PORT"``), ``num_processes`` (>= 1) and
+    ``process_id`` (``0 <= process_id < num_processes``) is taken from the argument or,
+    when it is ``None``, from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` of ``environ`` (default ``os.environ``); the installed jax reads
+    only the first of these variables itself. Settings given by neither are left out, so
+    that ``jax.distributed.initialize`` detects them from the cluster (SLURM, Open MPI,
+    Cloud TPU, Kubernetes). ``num_processes`` and ``process_id`` go together: one
+    without the other is an error. Every error names the option and the variable.
+    """
+    env = os.environ if environ is None else environ
+    given = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+    out: dict[str, Any] = {}
+    labels: dict[str, str] = {}  # where each value came from, for the messages
+    for name, value in given.items():
+        option, var = _SETTINGS[name]
+        label = option
+        if value is None:
+            text = env.get(var, "").strip()
+            if not text:
+                continue
+            value, label = text, var
+        labels[name] = label
+        if name == "coordinator_address":
+            out[name] = _check_address(label, value)
+        else:
+            out[name] = _check_count(label, value, minimum=1 if name == "num_processes" else 0)
+    if ("num_processes" in out) != ("process_id" in out):
+        have, lack = ("num_processes", "process_id") if "num_processes" in out else ("process_id", "num_processes")
+        raise ValueError(f"{_SETTINGS[lack][0]} (or {_SETTINGS[lack][1]}) must be given with "
+                         f"{labels[have]} (= {out[have]}); {_HOW}")
+    if "num_processes" in out and not out["process_id"] < out["num_processes"]:
+        raise ValueError(f"{labels['process_id']} (= {out['process_id']}) must be less than {labels['num_processes']} "
+                         f"(= {out['num_processes']}): the processes are numbered 0 to {out['num_processes'] - 1}")
+    return out
+
+
+def _check_address(label: str, value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{label} must be a string HOST:PORT, got {value!r}")
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{label} must be HOST:PORT with a port in 1..65535 (e.g. 10.0.0.1:12345), got {value!r}")
+    return value.strip()
+
+
+def _check_count(label: str, value, *, minimum: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def distributed_requested() -> bool:
+    """Whether the environment asks for a multi-process run (``FLOWJAX_DISTRIBUTED=1``)."""
+    return os.environ.get(DISTRIBUTED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def maybe_initialize_distributed(flag: bool | None = None, *, coordinator_address: str | None = None,
+                                 num_processes: int | None = None, process_id: int | None = None) -> bool:
+    """Start JAX's multi-process runtime when asked, before any other JAX call.
 
     Asked by ``flag=True`` or, when ``flag`` is ``None``, by the environment variable
-    ``FLOWJAX_DISTRIBUTED=1``. ``jax.distributed.initialize()`` detects the cluster on
-    TPU pod slices, SLURM and Open MPI; elsewhere set ``JAX_COORDINATOR_ADDRESS``,
-    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. Returns whether it initialised (a second
-    call is a no-op returning ``True``).
+    ``FLOWJAX_DISTRIBUTED=1``. Calls ``jax.distributed.initialize`` with
+    :func:`distributed_settings` (the arguments, else ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``); what none of them gives, jax detects on
+    TPU pod slices, SLURM, Open MPI and Kubernetes. On CPUs the processes' collectives go
+    over TCP with gloo, the installed jax's default ``jax_cpu_collectives_implementation``
+    (nothing to set). Returns whether it initialised (a second call is a no-op returning
+    ``True``). An initialisation that fails for want of a setting raises one
+    ``ValueError`` saying which options to give.
     """
     if flag is None:
-        flag = os.environ.get(DISTRIBUTED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+        flag = distributed_requested()
     if not flag:
         return False
     if not _DISTRIBUTED["done"]:
-        jax.distributed.initialize()
+        settings = distributed_settings(coordinator_address, num_processes, process_id)
+        try:
+            jax.distributed.initialize(**settings)
+        except ValueError as e:  # jax: "Number of processes must be defined." and the like
+            raise ValueError(f"--distributed: jax.distributed.initialize failed ({' '.join(str(e).split())}); "
+                             f"{_HOW}") from None
         _DISTRIBUTED["done"] = True
     return True
 

@@ -13,6 +13,9 @@ with the tiny Gaussian model (tests/train/tiny.py) after installing ``FAULT``:
 - ``kill-after-save:K``: SIGKILL right after checkpoint ``K`` is complete.
 - ``stop-after-save:K``: SIGSTOP right after checkpoint ``K`` (the process stays alive,
   holding its run directory, until the test kills it); prints ``STOPPED`` first.
+- ``wait-in-step:K``: inside step ``K`` (after its update, before the loop sees it) prints
+  ``IN STEP K`` and waits for a line on stdin, so that a test can send a signal while the
+  step runs.
 """
 
 from __future__ import annotations
@@ -90,6 +93,23 @@ def install(fault: str) -> None:
             return out
 
         ck.Checkpointer.save = save
+        return
+    if kind == "wait-in-step":
+        orig_run_step = loop.run_step
+
+        def run_step(*a, **k):
+            step_fn, put = orig_run_step(*a, **k)
+
+            def waiting_step(state, batch, key):
+                state, m = step_fn(state, batch, key)
+                if int(state.step) == int(arg):
+                    print(f"IN STEP {arg}", flush=True)
+                    sys.stdin.readline()
+                return state, m
+
+            return waiting_step, put
+
+        loop.run_step = run_step
         return
     raise ValueError(f"unknown fault {fault!r}")
 

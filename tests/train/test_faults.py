@@ -403,3 +403,85 @@ def test_cosmetic_cases(tmp_path, capsys, tiny, monkeypatch):
     fresh = tmp_path / "new" / "runs"
     assert "model build failed" in _err(capsys, _args(fresh, "x", 2))
     assert os.listdir(tmp_path) == ["n1"]  # neither new/runs/x nor new/runs nor new
+
+
+# --- 12. pre-emption: SIGTERM and SIGINT finish the step, save it and say so ----------------
+
+def _readline(proc, timeout):
+    """A line of ``proc.stdout``, or a failure after ``timeout`` seconds (never a hang)."""
+    import selectors
+
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError(f"no line from the child in {timeout} s")
+    return proc.stdout.readline()
+
+
+@pytest.mark.parametrize("sig, at", [(signal.SIGTERM, 6), (signal.SIGINT, 8), (signal.SIGTERM, STEPS)],
+                         ids=["sigterm-step-6", "sigint-step-8", "sigterm-last-step"])
+def test_signal_saves_current_step_then_resume(tmp_path, capsys, tiny, ref, sig, at):
+    """A signal while step ``at`` runs (6: between checkpoints; 8: a checkpoint and evaluation
+    step; 16: the last one): the step finishes, its checkpoint is saved before any evaluation
+    of it, one line names the checkpoint, the exit code is the signal's (143, 130). The
+    resume runs the evaluation the stop skipped (for step 16 it only does that) and ends
+    bit for bit as the uninterrupted run."""
+    run = os.path.join(str(tmp_path), "s")
+    child = subprocess.Popen([sys.executable, "-m", "tests.train.fault_child", f"wait-in-step:{at}",
+                              *_args(tmp_path, "s")], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _readline(child, 120).strip() == f"IN STEP {at}"
+        child.send_signal(sig)
+        _, err = child.communicate("\n", timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    name = signal.Signals(sig).name
+    assert child.returncode == 128 + sig, err
+    path = os.path.join(os.path.abspath(run), "checkpoints", str(at))
+    assert err.strip().splitlines()[-1] == (f"flowjax-res: stopped by {name} after step {at}: saved checkpoint {at} "
+                                            f"in {path}; continue with --resume {run}"), err
+    assert "Traceback" not in err and "error" not in err, err
+    assert _steps_on_disk(run)[-1] == at and os.path.isdir(path)
+    last = read_metrics(run)[-1]
+    assert (last["step"], last["split"]) == (at, "train")  # the stop came before the evaluation of step `at`
+    assert main(["train", "--resume", run, "--no-progress"]) == 0
+    _assert_same_run(run, ref)
+
+
+def test_second_signal_stops_at_once():
+    """A second SIGINT while the first is being honoured raises KeyboardInterrupt (a second
+    SIGTERM exits with 143); leaving the block restores the handlers."""
+    from flowjax_res.train.safety import StopSignals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stops:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stops.requested(1) == signal.SIGTERM
+        with pytest.raises(SystemExit) as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert e.value.code == 143
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with StopSignals() as stops:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stops.requested(1) == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_eval_every_zero_trains_without_evaluation(tmp_path, capsys, tiny):
+    """--eval-every 0: no evaluation while training (none at the end either); the final
+    checkpoint is written and `flowjax-res eval` evaluates it later."""
+    a = _args(tmp_path, "e0", 4)
+    a[a.index("--eval-every") + 1] = "0"
+    assert main(a) == 0
+    run = str(tmp_path / "e0")
+    assert "no evaluation yet" in capsys.readouterr().out
+    assert [r["split"] for r in read_metrics(run)] == ["train"] * 4 and _steps_on_disk(run) == [4]
+    assert main(["eval", "--run", run, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+    with pytest.raises(ValueError, match="eval_every must be a non-negative integer"):
+        TrainConfig(eval_every=-1)
