@@ -23,9 +23,10 @@ their compositions all stay in these forms:
 * input cotangent: ``x_bar = conv(y_bar, flip(w)^T)`` with the padding mirrored
   (``k - 1 - p``);
 * kernel cotangent: ``w_bar[a, b, i, o] = sum_{n,h,w} x_pad[n, h + a, w + b, i] y_bar[n, h, w, o]``,
-  one matrix product per tap (contracting batch and space). Written as a convolution of the
-  transposed activations it is canonical too, but XLA's CPU transposes of an
-  ``(N, H, W, C)`` array to ``(C, H, W, N)`` cost more than the convolution (90 ms for
+  matrix products of 2-D ``(N*H*W, C)`` operands contracted over their rows, which XLA CPU
+  runs without transposing either operand (see :func:`_kernel_cotangent`). Written as a
+  convolution of the transposed activations it is canonical too, but XLA's CPU transposes of
+  an ``(N, H, W, C)`` array to ``(C, H, W, N)`` cost more than the convolution (90 ms for
   64 x 28 x 28 x 32 in the small image preset's step).
 
 :func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` (and the
@@ -85,15 +86,39 @@ def _input_cotangent(ct, x, kernel, *, padding):
     return canonical_conv(ct, flipped, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
 
 
+_ROWS = (((0,), (0,)), ((), ()))  # contract the leading (rows) axis of two 2-D operands
+
+
 def _kernel_cotangent(ct, x, kernel, *, padding):
-    """``w_bar[a, b] = x_pad[:, a:a+H', b:b+W', :]^T ct``: one matrix product per tap,
-    contracting batch and space (no transpose of the activations is materialised)."""
-    kh, kw = kernel.aval.shape[:2]
+    """``w_bar[a, b, i, o] = sum_{n,h,w} x_pad[n, h + a, w + b, i] ct[n, h, w, o]``.
+
+    Both operands enter the products as 2-D ``(rows, channels)`` arrays that are plain
+    row-major copies, contracted over their leading axis: XLA CPU's dot takes that
+    transposed-left form directly, whereas a ``dot_general`` contracting the three axes
+    ``(N, H, W)`` of 4-D operands is decomposed into a materialised
+    ``(C, N*H*W)`` transpose of each operand, the activation recomputed inside it
+    (``copy_bitcast_fusion``; 220 ms for the 9 taps of a ``3x3, 32 -> 1`` kernel on
+    64 x 28 x 28 images, 8.6 ms in this form; ``benchmarks/README.md``). The tap that
+    moves is the operand with fewer channels: with ``C_out < C_in`` the padded ``x`` is
+    used as it is and ``ct`` is placed at each tap's offset in the padded grid, all taps
+    side by side along the channels, so one product gives every tap; otherwise each tap
+    is a slice of the padded ``x`` (one product per tap)."""
+    kh, kw, c_in, c_out = kernel.aval.shape
     (pt, pb), (pl, pr) = padding
     h_out, w_out = ct.shape[1:3]
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    dims = (((0, 1, 2), (0, 1, 2)), ((), ()))
-    taps = [[lax.dot_general(xp[:, a:a + h_out, b:b + w_out, :], ct, dims) for b in range(kw)] for a in range(kh)]
+    hp, wp = xp.shape[1:3]
+    if kh == kw == 1:
+        return lax.dot_general(xp.reshape(-1, c_in), ct.reshape(-1, c_out), _ROWS).reshape(kernel.aval.shape)
+    if c_out < c_in:
+        shifted = jnp.concatenate(
+            [jnp.pad(ct, ((0, 0), (a, hp - h_out - a), (b, wp - w_out - b), (0, 0)))
+             for a in range(kh) for b in range(kw)], axis=-1)
+        w_bar = lax.dot_general(xp.reshape(-1, c_in), shifted.reshape(-1, kh * kw * c_out), _ROWS)
+        return jnp.transpose(w_bar.reshape(c_in, kh, kw, c_out), (1, 2, 0, 3))
+    ct2 = ct.reshape(-1, c_out)
+    taps = [[lax.dot_general(xp[:, a:a + h_out, b:b + w_out, :].reshape(-1, c_in), ct2, _ROWS) for b in range(kw)]
+            for a in range(kh)]
     return jnp.stack([jnp.stack(row) for row in taps])
 
 

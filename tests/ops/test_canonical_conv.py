@@ -29,11 +29,13 @@ def _x64():
         yield
 
 
+@pytest.mark.parametrize("channels", [(3, 4), (4, 2)])  # the kernel cotangent's two forms
 @pytest.mark.parametrize(("ksize", "pads"), PADS)
-def test_values_and_derivatives_match_lax(ksize, pads):
+def test_values_and_derivatives_match_lax(ksize, pads, channels):
     k = jax.random.split(jax.random.key(0), 5)
-    x = jax.random.normal(k[0], (2, 5, 6, 3), jnp.float64)
-    w = jax.random.normal(k[1], (*ksize, 3, 4), jnp.float64)
+    c_in, c_out = channels
+    x = jax.random.normal(k[0], (2, 5, 6, c_in), jnp.float64)
+    w = jax.random.normal(k[1], (*ksize, c_in, c_out), jnp.float64)
 
     def f_ours(x, w):
         return jnp.sum(jnp.sin(canonical_conv(x, w, pads)))
@@ -90,6 +92,31 @@ def test_derivative_convolutions_are_canonical_inside_a_loop():
     labels = lambda text: {part.split(",")[0] for part in text.split("dim_labels=")[1:]}  # noqa: E731
     assert labels(ours) == {"b01f_01io->b01f"}
     assert labels(ref) - {"b01f_01io->b01f"}  # the reason this module exists
+
+
+@pytest.mark.parametrize("channels", [(16, 1), (1, 16), (16, 16)])
+def test_kernel_cotangent_transposes_no_activation(channels):
+    """The compiled kernel gradient (forward over reverse, as in the Neumann backward) moves
+    no activation-sized array through a transpose: XLA CPU's transposed copies of
+    ``(N, H, W, C)`` activations were most of the image training step (benchmarks/README.md)."""
+    c_in, c_out = channels
+    x = jnp.ones((4, 12, 12, c_in), jnp.float32)
+    w = jnp.ones((3, 3, c_in, c_out), jnp.float32) / 10
+    pads = ((1, 1), (1, 1))
+
+    def grad_w(x, w, t):
+        f = lambda w, x: jnp.sum(canonical_conv(jnp.tanh(x), w, pads) ** 2)  # noqa: E731
+        return jax.jvp(lambda x: jax.grad(f)(w, x), (x,), (t,))[1]
+
+    text = jax.jit(grad_w).lower(x, w, x).compile().as_text()
+    big = []
+    for line in text.splitlines():
+        if " transpose(" not in line:
+            continue
+        dims = line.split(" = ", 1)[1].split("[", 1)[1].split("]", 1)[0]
+        if int(np.prod([int(d) for d in dims.split(",") if d])) >= x.size // 2:
+            big.append(line.strip()[:160])
+    assert not big, big
 
 
 def test_drop_in_routes_and_falls_back():
