@@ -17,6 +17,7 @@ from flowjax_res.ops.neumann import (
     with_neumann_gradient,
     with_neumann_gradient_joint,
 )
+from flowjax_res.ops.lanczos import lanczos_norm, lanczos_steps
 from flowjax_res.ops.power_iteration import (
     conv_apply,
     conv_output_shape,

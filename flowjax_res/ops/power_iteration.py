@@ -473,8 +473,32 @@ def conv_pads(
     return tuple((int(lo), int(hi)) for lo, hi in padding)  # type: ignore[return-value]
 
 
+def conv_polyphase(
+    kernel: jax.Array, input_hw: Sequence[int], padding: Padding, strides: Sequence[int]
+) -> tuple[jax.Array, tuple[int, int]]:
+    """A strided convolution as a stride-1 ``"VALID"`` one: ``(kernel', (M_h, M_w))``.
+
+    With ``x_p`` the zero-padded image, ``y[i] = sum_a K[a] x_p[s i + a]``; writing
+    ``a = s q + r`` (``0 <= r < s``) gives ``y[i] = sum_{q, r} K[s q + r] x_r[i + q]``
+    with the polyphase components ``x_r[m] = x_p[s m + r]``: a stride-1 ``"VALID"``
+    convolution of the ``s_h s_w C_in``-channel image of components (size
+    ``M = ceil(H_p / s)``, zero-extended) with ``K'[q, (r, c)] = K[s q + r, c]`` (zero
+    where ``s q + r >= k``), whose output contains the strided one. The map from ``x``
+    to the components is an isometry onto a subspace and the strided output a
+    projection of the stride-1 one, so the stride-1 operator's norm bounds the strided
+    one's."""
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = (int(s) for s in strides)
+    (plh, phh), (plw, phw) = conv_pads(input_hw, (kh, kw), padding, strides)
+    mh, mw = -(-(int(input_hw[0]) + plh + phh) // sh), -(-(int(input_hw[1]) + plw + phw) // sw)
+    qh, qw = -(-kh // sh), -(-kw // sw)
+    padded = jnp.zeros((qh * sh, qw * sw, cin, cout), kernel.dtype).at[:kh, :kw].set(kernel)
+    poly = padded.reshape(qh, sh, qw, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+    return poly.reshape(qh, qw, sh * sw * cin, cout), (mh, mw)
+
+
 def conv_fourier_norm(
-    kernel: jax.Array, input_hw: Sequence[int], *, padding: Padding = "SAME"
+    kernel: jax.Array, input_hw: Sequence[int], *, padding: Padding = "SAME", strides: Sequence[int] = (1, 1)
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """A certified upper bound on the operator norm of a stride-1 convolution on
     ``input_hw`` images with zero padding: the largest singular value of the kernel's
@@ -503,11 +527,19 @@ def conv_fourier_norm(
     at the top singular pair of the maximising frequency, scaled so that ``sigma`` stays
     1-homogeneous in the kernel.
 
+    Strides other than 1: the bound of the stride-1 ``"VALID"`` convolution of
+    :func:`conv_polyphase` (the strided operator is a restriction of it), with the same
+    boundary looseness plus that of treating the padding as free input.
+
     Returns ``(sigma, info)`` with ``info["frequency"]``, the flat index of the maximising
     frequency in the ``rfft2`` half spectrum (0 for a 1x1 kernel), and ``finite``.
     """
     if kernel.ndim != 4:
         raise ValueError(f"kernel must be a 4-D HWIO array; got shape {kernel.shape}")
+    strides = check_conv_strides(strides)
+    if strides != (1, 1):
+        poly, hw = conv_polyphase(kernel, input_hw, padding, strides)
+        return conv_fourier_norm(poly, hw, padding="VALID")
     kh, kw, cin, cout = kernel.shape
     (plh, phh), (plw, phw) = conv_pads(input_hw, (kh, kw), padding)
     h, w = (int(d) for d in input_hw)

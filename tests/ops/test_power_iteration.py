@@ -244,6 +244,22 @@ def test_fourier_bound_is_an_upper_bound_of_the_operator_norm(hw, cin, cout, k, 
     np.testing.assert_allclose(float(jnp.sum(grad * kernel)), float(bound), rtol=1e-4)
 
 
+@pytest.mark.parametrize("hw, k, strides, padding", [((7, 7), 3, (2, 2), "SAME"), ((8, 6), 3, (2, 3), "VALID"),
+                                                   ((6, 6), 5, (2, 2), "SAME"), ((9, 9), 2, (3, 3), ((1, 2), (0, 1))),
+                                                   ((6, 6), 1, (2, 2), "SAME")])
+def test_strided_fourier_bound_is_an_upper_bound_of_the_operator_norm(hw, k, strides, padding):
+    kernel = jax.random.normal(jax.random.key(5), (k, k, 2, 3)) / k
+    n = hw[0] * hw[1] * 2
+    basis = jnp.eye(n).reshape(n, *hw, 2)
+    mat = jax.vmap(lambda e: conv_apply(kernel, e, padding=padding, strides=strides).ravel())(basis)
+    true = float(np.linalg.svd(np.asarray(mat, np.float64), compute_uv=False)[0])
+    bound, info = conv_fourier_norm(kernel, hw, padding=padding, strides=strides)
+    assert bool(info["finite"])
+    assert true * (1 - 1e-5) <= float(bound) <= 1.6 * true
+    grad = jax.grad(lambda kk: conv_fourier_norm(kk, hw, padding=padding, strides=strides)[0])(kernel)
+    np.testing.assert_allclose(float(jnp.sum(grad * kernel)), float(bound), rtol=1e-4)
+
+
 def test_fourier_bound_is_exact_for_circular_structure():
     # A kernel acting on one pixel (1x1 in a 3x3 window) has the channel matrix's norm.
     kernel = jnp.zeros((3, 3, 3, 4)).at[1, 1].set(jax.random.normal(jax.random.key(4), (3, 4)))

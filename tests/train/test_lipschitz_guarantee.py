@@ -5,7 +5,9 @@ each Lipschitz layer applies: its scaled dense kernel, or the explicit matrix of
 scaled convolution on its input shape. It must stay below ``c (1 + 1e-3)`` whatever the
 optimiser did, with no Lipschitz call in the loop. The ``"one_iteration"`` variant (one
 warm-started power iteration per forward pass, the library's former behaviour) is
-expected to break the bound: that shows the check can fail.
+expected to break the bound: that shows the check can fail; so is a ``norm="operator"``
+convolution without its Lanczos certificate. Convolutions are checked with both norms,
+stride 1 and stride 2.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flax import nnx
 
 from flowjax_res.data.toy import sample_toy
 from flowjax_res.flows.builders import dense_residual_flow, residual_flow
-from flowjax_res.layers.lipschitz import LipschitzLayer
+from flowjax_res.layers.lipschitz import LipschitzConv, LipschitzLayer
 from flowjax_res.train.state import create_train_state, merge_model
 from flowjax_res.train.step import bpd_objective, make_train_step
 
@@ -140,8 +142,9 @@ def test_plain_nnx_optimizer_loop_keeps_the_bound():
 
 
 @pytest.mark.slow
-def test_conv_flow_bound_after_every_step():
-    model = residual_flow((8, 8, 1), preset="tiny", n_levels=17, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("conv_norm", ["fourier", "operator"])
+def test_conv_flow_bound_after_every_step(conv_norm):
+    model = residual_flow((8, 8, 1), preset="tiny", n_levels=17, conv_norm=conv_norm, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
     data = rng.integers(0, 17, size=(64, 8, 8, 1)).astype(np.uint8)
     model.bits_per_dim(jnp.asarray(data[:32]), key=jax.random.key(2))
@@ -151,3 +154,49 @@ def test_conv_flow_bound_after_every_step():
 
     worst, _ = _train_and_check(model, batches, bpd_objective, lr=1e-2, steps=200)
     assert worst <= 1 + SLACK
+
+
+class _StridedConvNet(nnx.Module):
+    """One Lipschitz convolution with stride 2 (the kind a downsampling layer would use)."""
+
+    def __init__(self, norm, *, rngs):
+        self.conv = LipschitzConv(4, 6, 3, input_shape=(8, 8), strides=2, norm=norm, coeff=0.9, rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv(x)
+
+
+def _push_the_norm_up(model, x, keys):
+    """Grow the output: pushes the top singular values up against the constraint, and
+    with the tanh term moves which of the (many, near-equal) top directions wins."""
+    y = model(x)
+    return -jnp.mean(jnp.sum(y**2, axis=(1, 2, 3))) + jnp.mean(jnp.sum(jnp.tanh(y) ** 2, axis=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("certified", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_norm_operator_conv_bound_after_every_step(certified, monkeypatch):
+    """norm="operator" (the i-ResNet presets' conv_norm) on a stride-1 convolution. Without
+    its Lanczos certificate (the warm-started block iteration alone, as before) the same
+    loop breaks the bound: that shows the check can fail."""
+    if not certified:
+        monkeypatch.setattr(LipschitzConv, "_certified", lambda self: False)
+    model = nnx.Sequential(LipschitzConv(4, 4, 3, input_shape=(8, 8), norm="operator", coeff=0.9, rngs=nnx.Rngs(0)))
+    worst, _ = _train_and_check(
+        model, lambda s: jax.random.normal(jax.random.fold_in(jax.random.key(3), s), (16, 8, 8, 4)),
+        _push_the_norm_up, lr=1e-2, steps=40)
+    if certified:
+        assert worst <= 1 + SLACK, f"true spectral norm reached {worst:.5f} c"
+    else:
+        assert worst > 1 + SLACK, f"the uncertified iteration stayed within the bound ({worst:.5f} c): the check is weak"
+
+
+@pytest.mark.parametrize("norm", ["fourier", "operator"])
+def test_strided_conv_bound_after_every_step(norm):
+    """Stride 2 keeps the norm it was asked for (the polyphase Fourier bound, or the
+    certified operator iteration) and the bound: lr 1e-2, 200 steps."""
+    model = _StridedConvNet(norm, rngs=nnx.Rngs(0))
+    assert model.conv.norm_method == norm
+    worst, _ = _train_and_check(
+        model, lambda s: jax.random.normal(jax.random.fold_in(jax.random.key(4), s), (16, 8, 8, 4)),
+        _push_the_norm_up, lr=1e-2, steps=200)
+    assert worst <= 1 + SLACK, f"true spectral norm reached {worst:.5f} c"
