@@ -31,13 +31,28 @@ from flowjax_res.train.step import bpd_objective, make_train_step
 
 
 def _diff(a, b) -> tuple[float, float]:
-    """Largest |a - b| and largest |a - b| / (|a| + 1e-3) over all leaves."""
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    """Largest |a - b| and largest |a - b| / (|a| + 1e-3) over all leaves.
+
+    Power-iteration blocks (``PowerIterState`` leaves ``u``, ``v``: rows are singular
+    vectors) are compared up to the sign of each row: a singular pair ``(u_i, v_i)`` is
+    defined up to a common sign, and which one LAPACK's SVD returns can flip under
+    rounding-level changes of its input (a different device count sums the ActNorm
+    statistics in another order), with the normalised operator, hence every loss and
+    gradient, unchanged."""
+    from flowjax_res.layers.variables import PowerIterState
+
+    is_state = lambda v: isinstance(v, PowerIterState)  # noqa: E731
+    la = jax.tree.leaves(a, is_leaf=is_state)
+    lb = jax.tree.leaves(b, is_leaf=is_state)
     assert len(la) == len(lb), (len(la), len(lb))
     abs_, rel = 0.0, 0.0
     for x, y in zip(la, lb):
-        x, y = np.asarray(jax.device_get(x), np.float64), np.asarray(jax.device_get(y), np.float64)
+        vectors = is_state(x)
+        x = np.asarray(jax.device_get(x[...] if vectors else x), np.float64)
+        y = np.asarray(jax.device_get(y[...] if vectors else y), np.float64)
         assert x.shape == y.shape, (x.shape, y.shape)
+        if vectors and x.ndim >= 2:  # align the sign of each row (the last axis is the vector)
+            y = y * np.where(np.sum(x * y, axis=-1, keepdims=True) < 0, -1.0, 1.0)
         if x.size:
             d = np.abs(x - y)
             abs_ = max(abs_, float(d.max()))
