@@ -25,6 +25,12 @@ accepts unbatched inputs and any number of batch axes by itself.
 ``(batch,)``, :mod:`flowjax_res.ops.keys`). Layers whose maps are stochastic (the
 Russian-roulette and Hutchinson log-det estimators, dequantisation) need it; the others
 ignore it.
+
+Eager calls compile once: the protocol methods of every :class:`Bijector` subclass
+(:data:`COMPILED_METHODS`), called outside any JAX trace, run as one ``jax.jit`` keyed on
+the model's graph definition (structure, settings, mode) and their non-array arguments,
+so a loop of calls with new parameter values or new keys reuses one executable; inside a
+trace they are the plain methods (:mod:`flowjax_res._eager`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from typing import Protocol, runtime_checkable
 import jax
 from flax import nnx
 
-__all__ = ["Bijector", "BijectorLike"]
+from flowjax_res._eager import compiled
+
+__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS"]
+
+#: The methods of a :class:`Bijector` that an eager call runs compiled.
+COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info", "forward_and_log_det",
+                    "inverse_and_log_det", "__call__")
 
 
 @runtime_checkable
@@ -65,6 +77,13 @@ class Bijector(nnx.Module):
         ((3,), (3,))
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in COMPILED_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method):
+                setattr(cls, name, compiled(method))
+
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Data -> latent: ``(f(x), log|det J_f(x)|)``, ``log_det.shape == (batch,)``."""
         raise NotImplementedError(f"{type(self).__name__} must define forward")
@@ -73,10 +92,12 @@ class Bijector(nnx.Module):
         """Latent -> data: ``f^{-1}(y)``."""
         raise NotImplementedError(f"{type(self).__name__} must define inverse")
 
+    @compiled
     def forward_and_log_det(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det J_f(x)|)`` with ``y = f(x)``: the same as :meth:`forward`."""
         return self.forward(x, key=key)
 
+    @compiled
     def inverse_and_log_det(self, y: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(x, log|det J_{f^{-1}}(y)|)`` with ``x = f^{-1}(y)``.
 
@@ -94,6 +115,7 @@ class Bijector(nnx.Module):
         _, log_det = self.forward(x, key=k_fwd)
         return x, -log_det
 
+    @compiled
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``forward_and_log_det(x, key=key)``."""
         return self.forward_and_log_det(x, key=key)

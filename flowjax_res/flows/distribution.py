@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flowjax_res._eager import compiled
 from flowjax_res._checks import check_positive_int, check_shape
 
 __all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution", "sample_shape_tuple"]
@@ -54,12 +55,14 @@ class StandardNormal(nnx.Module):
     def __init__(self, event_shape: Sequence[int] | int):
         self.event_shape = _event_shape(event_shape)
 
+    @compiled
     def log_prob(self, z: jax.Array) -> jax.Array:
         """``Σ_i -z_i²/2 - log(2π)/2`` per example, shape ``(batch,)``."""
         check_shape("z", z.shape[1:], self.event_shape)
         zf = z.reshape(z.shape[0], -1)
         return jnp.sum(-0.5 * zf**2 - _HALF_LOG_2PI, axis=1)
 
+    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Draws of shape ``(*sample_shape, *event_shape)`` (float32); an int ``n`` means ``(n,)``."""
         shape = sample_shape_tuple(sample_shape)
@@ -83,6 +86,7 @@ class DiagonalGaussian(nnx.Module):
         ls = self.log_scale[...] if isinstance(self.log_scale, nnx.Variable) else self.log_scale
         return mu, ls
 
+    @compiled
     def log_prob(self, z: jax.Array) -> jax.Array:
         """``Σ_i -((z_i - mu_i)/sigma_i)²/2 - log sigma_i - log(2π)/2``, shape ``(batch,)``."""
         check_shape("z", z.shape[1:], self.event_shape)
@@ -91,6 +95,7 @@ class DiagonalGaussian(nnx.Module):
         lp = -0.5 * e**2 - ls - _HALF_LOG_2PI
         return jnp.sum(lp.reshape(z.shape[0], -1), axis=1)
 
+    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Draws ``mu + sigma * eps`` of shape ``(*sample_shape, *event_shape)``; an int
         ``n`` means ``(n,)``."""
@@ -172,18 +177,21 @@ class FlowDistribution(nnx.Module):
             key = key.reshape((n,))
         return x.reshape((n, *self.event_shape)), key, batch_shape
 
+    @compiled
     def log_prob_and_latent(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(log p(x), z = f(x))`` for ``x`` with one batch axis;
         ``log p(x) = base.log_prob(z) + log|det J_f(x)|``."""
         z, log_det = self.flow.forward(x, key=key)
         return self.base.log_prob(z) + log_det, z
 
+    @compiled
     def log_prob(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """``log p(x)`` in nats, shape ``batch_shape`` (``()`` for one example).
         Stochastic steps (dequantisation, Russian-roulette log-dets) draw from ``key``."""
         xf, key, batch_shape = self._flat(x, key)
         return self.log_prob_and_latent(xf, key=key)[0].reshape(batch_shape)
 
+    @compiled
     def bits_per_dim(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """``-log p(x) / (D ln 2)`` per example (shape ``batch_shape``), ``D = prod(event_shape)``.
 
@@ -194,6 +202,7 @@ class FlowDistribution(nnx.Module):
         d = math.prod(self.event_shape)
         return -self.log_prob(x, key=key) / (d * math.log(2.0))
 
+    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Samples ``x = f^{-1}(z)``, ``z ~ base``, of shape ``(*sample_shape, *event_shape)``
         (an int ``n`` means ``(n,)``; the default ``()`` is one sample)."""
