@@ -120,6 +120,11 @@ class FlowDistribution(nnx.Module):
     Keys: typed (``jax.random.key``) or legacy (``jax.random.PRNGKey``) keys; one key,
     or one per example (``key.shape == batch_shape``).
 
+    Eager calls: the flow's ``forward``/``inverse`` and the base's methods each compile
+    once (:mod:`flowjax_res.protocol`), so ``log_prob``, ``bits_per_dim`` and
+    ``log_prob_and_latent`` share the executable of ``flow.forward``, and ``sample`` that of
+    ``flow.inverse``; the few array operations around them are JAX's cached primitives.
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from flowjax_res.flows.chain import Flow
@@ -177,21 +182,18 @@ class FlowDistribution(nnx.Module):
             key = key.reshape((n,))
         return x.reshape((n, *self.event_shape)), key, batch_shape
 
-    @compiled
     def log_prob_and_latent(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(log p(x), z = f(x))`` for ``x`` with one batch axis;
         ``log p(x) = base.log_prob(z) + log|det J_f(x)|``."""
         z, log_det = self.flow.forward(x, key=key)
         return self.base.log_prob(z) + log_det, z
 
-    @compiled
     def log_prob(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """``log p(x)`` in nats, shape ``batch_shape`` (``()`` for one example).
         Stochastic steps (dequantisation, Russian-roulette log-dets) draw from ``key``."""
         xf, key, batch_shape = self._flat(x, key)
         return self.log_prob_and_latent(xf, key=key)[0].reshape(batch_shape)
 
-    @compiled
     def bits_per_dim(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """``-log p(x) / (D ln 2)`` per example (shape ``batch_shape``), ``D = prod(event_shape)``.
 
@@ -202,7 +204,6 @@ class FlowDistribution(nnx.Module):
         d = math.prod(self.event_shape)
         return -self.log_prob(x, key=key) / (d * math.log(2.0))
 
-    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Samples ``x = f^{-1}(z)``, ``z ~ base``, of shape ``(*sample_shape, *event_shape)``
         (an int ``n`` means ``(n,)``; the default ``()`` is one sample)."""
