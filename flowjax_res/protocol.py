@@ -26,11 +26,13 @@ accepts unbatched inputs and any number of batch axes by itself.
 Russian-roulette and Hutchinson log-det estimators, dequantisation) need it; the others
 ignore it.
 
-Eager calls compile once: the protocol methods of every :class:`Bijector` subclass
+Eager calls compile once: the maps of every :class:`Bijector` subclass
 (:data:`COMPILED_METHODS`), called outside any JAX trace, run as one ``jax.jit`` keyed on
 the model's graph definition (structure, settings, mode) and their non-array arguments,
 so a loop of calls with new parameter values or new keys reuses one executable; inside a
-trace they are the plain methods (:mod:`flowjax_res._eager`).
+trace they are the plain methods (:mod:`flowjax_res._eager`). The derived methods
+(``forward_and_log_det``, ``inverse_and_log_det``, ``__call__``) call them, and so share
+their executables.
 """
 
 from __future__ import annotations
@@ -45,8 +47,7 @@ from flowjax_res._eager import compiled
 __all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS"]
 
 #: The methods of a :class:`Bijector` that an eager call runs compiled.
-COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info", "forward_and_log_det",
-                    "inverse_and_log_det", "__call__")
+COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info")
 
 
 @runtime_checkable
@@ -92,12 +93,10 @@ class Bijector(nnx.Module):
         """Latent -> data: ``f^{-1}(y)``."""
         raise NotImplementedError(f"{type(self).__name__} must define inverse")
 
-    @compiled
     def forward_and_log_det(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det J_f(x)|)`` with ``y = f(x)``: the same as :meth:`forward`."""
         return self.forward(x, key=key)
 
-    @compiled
     def inverse_and_log_det(self, y: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(x, log|det J_{f^{-1}}(y)|)`` with ``x = f^{-1}(y)``.
 
@@ -115,7 +114,6 @@ class Bijector(nnx.Module):
         _, log_det = self.forward(x, key=k_fwd)
         return x, -log_det
 
-    @compiled
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``forward_and_log_det(x, key=key)``."""
         return self.forward_and_log_det(x, key=key)
