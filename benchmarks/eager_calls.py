@@ -72,7 +72,8 @@ def main():
     t_eager = loop(eager, a.calls)
     after = snapshot()
     t_jit = loop(jitted, a.calls)
-    res = dict(device=str(jax.devices()[0]), calls=a.calls, batch=a.batch,
+    res = dict(device=str(jax.devices()[0]), jax=jax.__version__, load_average=[round(v, 1) for v in os.getloadavg()],
+               calls=a.calls, batch=a.batch,
                after_first_call=first, after_loop=after,
                compiles_in_loop=after["compiles"] - first["compiles"],
                maps_delta=after["maps"] - first["maps"], rss_delta_mib=round(after["rss_mib"] - first["rss_mib"], 1),
@@ -91,7 +92,7 @@ def main():
         t_loop = time.perf_counter() - t
         end = snapshot()
         ref = np.array([float(-jitted_fn(trained, batch, jax.random.key(i)).mean()) for i in range(a.estimates)])
-        res["fit_loop"] = dict(fit_steps=a.fit_steps, estimates=a.estimates, seconds=round(t_loop, 2),
+        res["fit_loop"] = dict(load_average=[round(v, 1) for v in os.getloadavg()], fit_steps=a.fit_steps, estimates=a.estimates, seconds=round(t_loop, 2),
                                compiles=end["compiles"] - before["compiles"], maps_delta=end["maps"] - before["maps"],
                                rss_delta_mib=round(end["rss_mib"] - before["rss_mib"], 1),
                                mean_nll=float(est.mean()), max_abs_diff_vs_jit=float(np.max(np.abs(est - ref))))
