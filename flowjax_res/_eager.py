@@ -1,9 +1,10 @@
 """Eager calls of a module's public methods, compiled once and reused.
 
-A method such as ``log_prob`` called outside any JAX trace (in a notebook loop) would
-otherwise run op by op, and every ``lax.scan``/``lax.while_loop`` whose body is a new
-function object on each call (a closure over the call's arguments) is traced and compiled
-anew: executables pile up until the process runs out of memory maps. Here an eager call
+A method such as a flow's ``forward`` called outside any JAX trace (in a notebook loop)
+would otherwise run op by op, and every ``lax.scan``/``lax.while_loop`` whose body is a
+new function object on each call (a closure over the call's arguments, e.g. the scan over
+a :class:`~flowjax_res.flows.stacked.ResidualStack`'s units) is traced and compiled anew:
+executables pile up until the process runs out of memory maps. Here an eager call
 becomes one call of a ``jax.jit`` whose static key is the method, the module's
 ``nnx.GraphDef`` (structure, settings, mode) and the non-array arguments; the module's
 state and the array arguments are traced. It therefore compiles once per (method, model
