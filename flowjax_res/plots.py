@@ -26,21 +26,14 @@ def density_grid(lim: float, n: int = 100) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def log_prob_on_grid(dist: Any, points: np.ndarray, *, key: jax.Array | None = None, batch_size: int = 4096) -> np.ndarray:
-    """``dist.log_prob`` at ``points`` ``(n, 2)``, jitted, in padded batches of
-    ``batch_size`` (one compilation). ``key`` (default ``jax.random.key(0)``) is used by
+    """``dist.log_prob`` at ``points`` ``(n, 2)``, in padded batches of ``batch_size``
+    (eager calls of ``log_prob`` compile once per model structure and batch shape, so
+    repeated figures reuse the executable). ``key`` (default ``jax.random.key(0)``) is used by
     stochastic log-det estimators; a model in evaluation mode (as :func:`~flowjax_res.fit`
     returns it) computes the exact log-det in 2-D and ignores it."""
-    from flax import nnx
-
     from flowjax_res.ops.keys import as_typed_key
 
     key = jax.random.key(0) if key is None else as_typed_key(key)
-    graphdef, state = nnx.split(dist)
-
-    @jax.jit
-    def lp(state, x, k):
-        return nnx.merge(graphdef, state).log_prob(x, key=k)
-
     points = np.asarray(points, np.float32)
     n = len(points)
     bs = min(batch_size, n)
@@ -50,7 +43,7 @@ def log_prob_on_grid(dist: Any, points: np.ndarray, *, key: jax.Array | None = N
         m = len(x)
         if m < bs:
             x = np.concatenate([x, np.zeros((bs - m, *x.shape[1:]), x.dtype)])
-        out.append(np.asarray(lp(state, jnp.asarray(x), jax.random.fold_in(key, start)))[:m])
+        out.append(np.asarray(dist.log_prob(jnp.asarray(x), key=jax.random.fold_in(key, start)))[:m])
     return np.concatenate(out)
 
 

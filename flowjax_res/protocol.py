@@ -25,6 +25,14 @@ accepts unbatched inputs and any number of batch axes by itself.
 ``(batch,)``, :mod:`flowjax_res.ops.keys`). Layers whose maps are stochastic (the
 Russian-roulette and Hutchinson log-det estimators, dequantisation) need it; the others
 ignore it.
+
+Eager calls compile once: the maps of every :class:`Bijector` subclass
+(:data:`COMPILED_METHODS`), called outside any JAX trace, run as one ``jax.jit`` keyed on
+the model's graph definition (structure, settings, mode) and their non-array arguments,
+so a loop of calls with new parameter values or new keys reuses one executable; inside a
+trace they are the plain methods (:mod:`flowjax_res._eager`). The derived methods
+(``forward_and_log_det``, ``inverse_and_log_det``, ``__call__``) call them, and so share
+their executables.
 """
 
 from __future__ import annotations
@@ -34,7 +42,12 @@ from typing import Protocol, runtime_checkable
 import jax
 from flax import nnx
 
-__all__ = ["Bijector", "BijectorLike"]
+from flowjax_res._eager import compiled
+
+__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS"]
+
+#: The methods of a :class:`Bijector` that an eager call runs compiled.
+COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info")
 
 
 @runtime_checkable
@@ -64,6 +77,13 @@ class Bijector(nnx.Module):
         >>> log_det.shape, inv_log_det.shape
         ((3,), (3,))
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in COMPILED_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method):
+                setattr(cls, name, compiled(method))
 
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Data -> latent: ``(f(x), log|det J_f(x)|)``, ``log_det.shape == (batch,)``."""

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res._eager import call_compiled
 from flowjax_res.diagnostics.estimators import (
     EXACT_MAX_DIM,
     default_configs,
@@ -48,46 +49,75 @@ def block_inputs(model: nnx.Module, x: jax.Array, *, key: jax.Array | None = Non
 
     ``model`` is a :class:`ResidualBlock`, any bijector (``forward(x, key=)``) or a
     :class:`~flowjax_res.flows.distribution.FlowDistribution` (its ``flow`` is run).
-    The pass runs eagerly with each block computing only ``x + g(x)`` (no log-det);
-    ``key`` feeds the other stochastic layers (e.g. dequantisation). The model is not
-    modified.
+    The pass runs with each block computing only ``x + g(x)`` (no log-det), compiled
+    once per model structure and input shape; ``key`` feeds the other stochastic layers
+    (e.g. dequantisation). Only a data-dependent initialisation (ActNorm's first pass)
+    changes the model. A block of a scanned stack comes back as a copy with its slice of
+    the stacked variables (:meth:`~flowjax_res.flows.stacked.ResidualStack.unit_at`).
     """
-    from flowjax_res.flows.stacked import ResidualStack
-
     paths = {id(b): p for p, b in residual_blocks(model)}
     if isinstance(model, ResidualBlock):
         return [(".", model, jnp.asarray(x))]
-    found: list[tuple[str, ResidualBlock, jax.Array]] = []
-
-    def recording_forward(self, x, *, key=None):
-        x = self._check(x, "x")
-        found.append((paths.get(id(self), "?"), self, x))
-        g_pure, state = self._pure_g()
-        return x + g_pure(state, x), jnp.zeros(x.shape[:1], x.dtype)
-
-    def stack_forward(self, x, *, key=None):
-        # A scanned stack runs its units one by one here (each a copy with its slice of the
-        # stacked variables), so that every block's input is recorded outside the scan.
-        keys = self._keys(key)
-        stacked = [b for _, b in nnx.iter_graph(self.unit) if isinstance(b, ResidualBlock)]
-        for i in range(self.stack_size):
-            unit = self.unit_at(i)
-            blocks = [b for _, b in nnx.iter_graph(unit) if isinstance(b, ResidualBlock)]
-            for sb, b in zip(stacked, blocks):
-                paths[id(b)] = f"{paths.get(id(sb), '?')}[{i}]"
-            x, _ = unit.forward(x, key=None if keys is None else keys[i])
-        return x, jnp.zeros(x.shape[:1], x.dtype)
-
     if hasattr(model, "dist") and hasattr(model, "head"):  # a hybrid model: its flow's blocks
         model = model.dist
     flow = model.flow if (hasattr(model, "flow") and hasattr(model, "base")) else model
     if not callable(getattr(flow, "forward", None)):
         raise TypeError(f"model must be a bijector, a FlowDistribution or a hybrid model (a classifier has no "
                         f"log-determinant to estimate), got {type(model).__name__}")
+    places, xs = call_compiled(_recorded_inputs, flow, jnp.asarray(x), key)
+    nodes = {tuple(p): n for p, n in nnx.iter_graph(flow)}
+    found = []
+    for (where, i), xb in zip(places, xs):
+        if i is None:
+            block = nodes[where]
+            found.append((paths.get(id(block), "?"), block, xb))
+            continue
+        stack_path, rel = where
+        stack = nodes[stack_path]
+        block = {tuple(p): n for p, n in nnx.iter_graph(stack.unit_at(i))}[rel]
+        stacked = {tuple(p): n for p, n in nnx.iter_graph(stack.unit)}[rel]
+        found.append((f"{paths.get(id(stacked), '?')}[{i}]", block, xb))
+    return found
+
+
+def _recorded_inputs(flow: nnx.Module, x: jax.Array, key: jax.Array | None):
+    """``(places, inputs)`` of the residual blocks of ``flow`` in forward order: a place is
+    ``(path, None)`` (path in ``flow``) or ``((stack path, path in the unit), i)`` for unit
+    ``i`` of a scanned stack, which runs its units one by one here."""
+    from flowjax_res.flows.stacked import ResidualStack
+
+    graph = [(tuple(p), n) for p, n in nnx.iter_graph(flow)]
+    block_paths = {id(n): p for p, n in graph if isinstance(n, ResidualBlock)}
+    stack_paths = {id(n): p for p, n in graph if isinstance(n, ResidualStack)}
+    places: list = []
+    inputs: list = []
+    in_unit: list = []  # (stack path, unit index, {id(block): path in the unit}) while a unit runs
+
+    def recording_forward(self, x, *, key=None):
+        x = self._check(x, "x")
+        if in_unit and id(self) in in_unit[-1][2]:
+            stack_path, i, rel = in_unit[-1]
+            places.append(((stack_path, rel[id(self)]), i))
+        else:
+            places.append((block_paths.get(id(self)), None))
+        inputs.append(x)
+        g_pure, state = self._pure_g()
+        return x + g_pure(state, x), jnp.zeros(x.shape[:1], x.dtype)
+
+    def stack_forward(self, x, *, key=None):
+        keys = self._keys(key)
+        for i in range(self.stack_size):
+            unit = self.unit_at(i)
+            rel = {id(b): tuple(p) for p, b in nnx.iter_graph(unit) if isinstance(b, ResidualBlock)}
+            in_unit.append((stack_paths[id(self)], i, rel))
+            x, _ = unit.forward(x, key=None if keys is None else keys[i])
+            in_unit.pop()
+        return x, jnp.zeros(x.shape[:1], x.dtype)
+
     with mock.patch.object(ResidualBlock, "forward", recording_forward), \
             mock.patch.object(ResidualStack, "forward", stack_forward):
-        flow.forward(jnp.asarray(x), key=key)
-    return found
+        flow.forward(x, key=key)
+    return places, inputs
 
 
 @functools.lru_cache(maxsize=64)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res._eager import compiled
 from flowjax_res._checks import as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.classifier_head import ClassifierHead
@@ -234,10 +235,12 @@ class IResNetClassifier(nnx.Module):
                     h, _ = layer.forward(h)
         return h
 
+    @compiled
     def logits(self, x: jax.Array) -> jax.Array:
         """Class logits ``(batch, n_classes)`` of integer images ``x``."""
         return self.head([self.features(self.preprocess(x))])
 
+    @compiled
     def loss_terms(self, x: jax.Array, y: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
         """Per-example ``xent`` (nats) and ``correct`` (0/1); ``key`` is unused (the
         classifier is deterministic), accepted for the common signature."""
@@ -268,6 +271,7 @@ class IResNetClassifier(nnx.Module):
             h = self.first_squeeze.inverse(h)
         return h, ok
 
+    @compiled
     def reconstruct(self, x: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
         """Invert the features of integer images ``x``: ``original`` and ``reconstruction``
         in the pre-processed space ``[-0.5, 0.5]`` (padding dropped), ``converged`` per

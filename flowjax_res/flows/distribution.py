@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flowjax_res._eager import compiled
 from flowjax_res._checks import check_positive_int, check_shape
 
 __all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution", "sample_shape_tuple"]
@@ -54,12 +55,14 @@ class StandardNormal(nnx.Module):
     def __init__(self, event_shape: Sequence[int] | int):
         self.event_shape = _event_shape(event_shape)
 
+    @compiled
     def log_prob(self, z: jax.Array) -> jax.Array:
         """``Σ_i -z_i²/2 - log(2π)/2`` per example, shape ``(batch,)``."""
         check_shape("z", z.shape[1:], self.event_shape)
         zf = z.reshape(z.shape[0], -1)
         return jnp.sum(-0.5 * zf**2 - _HALF_LOG_2PI, axis=1)
 
+    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Draws of shape ``(*sample_shape, *event_shape)`` (float32); an int ``n`` means ``(n,)``."""
         shape = sample_shape_tuple(sample_shape)
@@ -83,6 +86,7 @@ class DiagonalGaussian(nnx.Module):
         ls = self.log_scale[...] if isinstance(self.log_scale, nnx.Variable) else self.log_scale
         return mu, ls
 
+    @compiled
     def log_prob(self, z: jax.Array) -> jax.Array:
         """``Σ_i -((z_i - mu_i)/sigma_i)²/2 - log sigma_i - log(2π)/2``, shape ``(batch,)``."""
         check_shape("z", z.shape[1:], self.event_shape)
@@ -91,6 +95,7 @@ class DiagonalGaussian(nnx.Module):
         lp = -0.5 * e**2 - ls - _HALF_LOG_2PI
         return jnp.sum(lp.reshape(z.shape[0], -1), axis=1)
 
+    @compiled
     def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
         """Draws ``mu + sigma * eps`` of shape ``(*sample_shape, *event_shape)``; an int
         ``n`` means ``(n,)``."""
@@ -114,6 +119,11 @@ class FlowDistribution(nnx.Module):
 
     Keys: typed (``jax.random.key``) or legacy (``jax.random.PRNGKey``) keys; one key,
     or one per example (``key.shape == batch_shape``).
+
+    Eager calls: the flow's ``forward``/``inverse`` and the base's methods each compile
+    once (:mod:`flowjax_res.protocol`), so ``log_prob``, ``bits_per_dim`` and
+    ``log_prob_and_latent`` share the executable of ``flow.forward``, and ``sample`` that of
+    ``flow.inverse``; the few array operations around them are JAX's cached primitives.
 
     Example:
         >>> import jax, jax.numpy as jnp

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res._eager import compiled
 from flowjax_res._checks import check_positive_int
 from flowjax_res.flows.classifier import classification_terms
 from flowjax_res.flows.distribution import FlowDistribution
@@ -83,11 +84,13 @@ class HybridModel(nnx.Module):
             start += n
         return out
 
+    @compiled
     def logits(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """Class logits of integer images ``x`` (the flow's forward pass, log-det included)."""
         _, z = self.dist.log_prob_and_latent(x, key=key)
         return self.head(self.latent_maps(z))
 
+    @compiled
     def loss_terms(self, x: jax.Array, y: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
         """Per example: ``nll = -log p(x)`` (nats), ``bpd``, ``xent = -log p(y | x)``
         (nats) and ``correct``, from one pass through the flow."""
@@ -104,6 +107,7 @@ class HybridModel(nnx.Module):
     def sample(self, key: jax.Array, sample_shape=()) -> jax.Array:
         return self.dist.sample(key, sample_shape)
 
+    @compiled
     def reconstruct(self, x: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
         """Integer images ``x`` through the flow and back (``flow.inverse(flow.forward(x))``;
         the dequantisation's inverse rounds down to the integer level): ``original`` and

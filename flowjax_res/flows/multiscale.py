@@ -118,9 +118,9 @@ class MultiScale(Bijector):
         self.event_shape = self.input_shape  # the per-example shape, as a Flow declares it
         self.factor_out = bool(factor_out)
         self.initial_squeeze = bool(initial_squeeze)
-        self.stage_shapes = multiscale_shapes(
+        self.stage_shapes = tuple(multiscale_shapes(
             self.input_shape, len(stages), factor_out=factor_out, initial_squeeze=initial_squeeze
-        )
+        ))  # a tuple: static metadata of the graph definition, hashable
         self.stages = nnx.List(stages)
         self.tail = tail
         self.split_layers = None if split_layers is None else nnx.List(split_layers)

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flowjax_res._eager import call_compiled
 from flowjax_res._checks import check_choice, check_open_interval, check_positive, check_positive_int, check_shape
 from flowjax_res.layers.variables import PowerIterState, PowerIterStats
 from flowjax_res.ops import linalg
@@ -700,14 +701,21 @@ def update_lipschitz(
     Returns:
       ``{path: diagnostics}`` per layer (``sigma``, ``n_iters``, ``delta``, ``finite``,
       and ``converged`` in tolerance mode); the path joins the graph path with ``/``.
+
+    An eager call runs compiled (once per model structure and settings; the new vectors
+    are written back), so calling it in a loop does not recompile.
     """
+    return call_compiled(_update_lipschitz, model, n_iters, atol=atol, rtol=rtol, max_iters=max_iters)
+
+
+def _update_lipschitz(model, n_iters, *, atol, rtol, max_iters):
     kw = dict(atol=atol, rtol=rtol, max_iters=max_iters)
     out: dict[str, dict[str, jax.Array]] = {}
     for kind, path, node in _walk(model):
         if kind == "layer":
             out[path] = node.update_power_iteration(n_iters, **kw)
         else:
-            out.update(_prefixed(path, _over_stack(node, lambda u: update_lipschitz(u, n_iters, **kw))))
+            out.update(_prefixed(path, _over_stack(node, lambda u: _update_lipschitz(u, n_iters, **kw))))
     return out
 
 
@@ -726,8 +734,13 @@ def lipschitz_bounds(model: nnx.Module) -> dict[str, dict[str, jax.Array]]:
 
     Layers inside a stack (see :func:`update_lipschitz`) give arrays with a leading
     stack axis. Unlike ``min(sigma_hat, c)``, ``bound`` can exceed ``c``: it shows a
-    layer whose estimate has not caught up with its weights.
+    layer whose estimate has not caught up with its weights. An eager call runs compiled
+    (once per model structure).
     """
+    return call_compiled(_lipschitz_bounds, model)
+
+
+def _lipschitz_bounds(model: nnx.Module) -> dict[str, dict[str, jax.Array]]:
     out = {}
     for kind, path, node in _walk(model):
         if kind == "layer":
@@ -736,7 +749,7 @@ def lipschitz_bounds(model: nnx.Module) -> dict[str, dict[str, jax.Array]]:
             methods: dict[str, str] = {}  # static per layer: filled while vmap traces the unit
 
             def unit_bounds(unit):
-                bounds = lipschitz_bounds(unit)
+                bounds = _lipschitz_bounds(unit)
                 methods.update({p: b.pop("method") for p, b in bounds.items()})
                 return bounds
 

@@ -66,7 +66,7 @@ def test_structure_of_presets():
     assert pre[0].n_levels == 17 and pre[2].alpha == 0.05
     body = pre[-1]
     assert body.factor_out and not body.initial_squeeze and body.tail is not None
-    assert body.stage_shapes == [(4, 4, 1), (2, 2, 2)]
+    assert body.stage_shapes == ((4, 4, 1), (2, 2, 2))
     blocks = _blocks(rf)
     assert all(b.logdet.estimator == "roulette" and b.logdet.p == 0.5 and b.logdet.n_exact_terms == 2 for b in blocks)
     assert len(blocks) == 2 * 1 + 1  # 2 scales x 1 conv block + 1 FC block
@@ -77,7 +77,7 @@ def test_structure_of_presets():
     assert pre[1].shift == -0.5
     body = pre[-1]
     assert not body.factor_out and body.initial_squeeze and body.tail is None
-    assert body.stage_shapes == [(2, 2, 4), (1, 1, 16)]
+    assert body.stage_shapes == ((2, 2, 4), (1, 1, 16))
     assert all(b.logdet.estimator == "series" and b.logdet.n_terms == 5 for b in _blocks(ir))
 
     paper = image_flow_config("resflow", "paper")
