@@ -52,7 +52,12 @@ def test_sample_reports_non_convergence(digits):
     # jitted: the flags come back as values
     _, jinfo = nnx.jit(lambda d, k: d.sample_with_info(k, 4))(dist, key)
     assert not bool(jnp.any(jinfo["converged"]))
-    # the default cap converges, and says so
+
+
+@pytest.mark.slow  # compiles the sampler again at the default cap
+def test_sample_at_the_default_cap_converges_and_says_so(digits):
+    dist = _flow(digits, inverse={"max_iters": CAP})
+    key = jax.random.key(1)
     assert configure_inverse(dist, max_iters=InverseConfig().max_iters) >= 2
     with warnings.catch_warnings():
         warnings.simplefilter("error", InverseNotConvergedWarning)
