@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+    s.add_argument("--strict", action="store_true",
+                   help="fail (exit 1, no PNG) when any sample's fixed-point inverse did not converge")
 
     r = sub.add_parser("reconstruct", help="invert a run's features (the classifier's fixed-point inverse, or the "
                                            "flow) on test images: originals beside reconstructions as a PNG, "
@@ -432,7 +434,8 @@ def _cmd_sample(args) -> int:
 
     from flowjax_res._checks import check_nonnegative_int, check_positive_int
     from flowjax_res.train import plots
-    from flowjax_res.train.loop import draw_samples
+    from flowjax_res.protocol import InverseNotConvergedError
+    from flowjax_res.train.loop import draw_samples_with_info
 
     check_nonnegative_int("--seed", args.seed)
     n = check_positive_int("--n", args.n) if args.n is not None else None
@@ -445,12 +448,22 @@ def _cmd_sample(args) -> int:
     out = args.output or os.path.join(args.run, f"samples-{step}-seed{args.seed}.png")
     if not out.lower().endswith(".png"):
         raise ValueError(f"--output must be a .png path, got {out!r}")
-    samples = draw_samples(cfg, graphdef, state, n, jax.random.key(args.seed))
+    samples, converged = draw_samples_with_info(cfg, graphdef, state, n, jax.random.key(args.seed))
+    bad = int(converged.size - converged.sum())
+    if bad and args.strict:
+        raise InverseNotConvergedError(
+            f"{bad} of {converged.size} samples did not converge (a fixed-point inverse reached its max_iters or "
+            f"gave non-finite values); no PNG written")
     title = f"{cfg.model} on {cfg.dataset}, step {step}"
+    if bad:
+        title += f" ({bad}/{converged.size} not converged)"
     if data.kind == "toy":
         plots.plot_scatter_2d(out, np.asarray(samples), title=title)
     else:
         plots.plot_image_grid(out, np.asarray(samples), data.n_levels, title=title)
+    if bad:
+        print(f"{PROG}: warning: {bad} of {converged.size} samples did not converge (a fixed-point inverse reached "
+              f"its max_iters or gave non-finite values); they are drawn as they are in {out}", file=sys.stderr)
     print(out)
     return 0
 

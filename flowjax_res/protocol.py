@@ -44,10 +44,15 @@ from flax import nnx
 
 from flowjax_res._eager import compiled
 
-__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS"]
+__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "InverseNotConvergedError", "InverseNotConvergedWarning",
+           "converged_per_example", "inverse_with_convergence", "report_non_convergence"]
 
 #: The methods of a :class:`Bijector` that an eager call runs compiled.
 COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info")
+
+#: The per-example success flags a layer's ``inverse_with_info`` may report: an iterative
+#: solver's ``converged``, ``finite`` outputs, a linear solve's ``invertible``.
+_SUCCESS_FLAGS = ("converged", "finite", "invertible")
 
 
 @runtime_checkable
@@ -117,3 +122,72 @@ class Bijector(nnx.Module):
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``forward_and_log_det(x, key=key)``."""
         return self.forward_and_log_det(x, key=key)
+
+
+def converged_per_example(info: dict, batch: int) -> jax.Array:
+    """``(batch,)`` bool: every success flag of an ``inverse_with_info`` diagnostics dict
+    (``converged``, ``finite``, ``invertible``) holds for the example. Flags with leading
+    axes (a stack of blocks: ``(n, batch)``) are reduced over them; a scalar flag applies
+    to every example."""
+    import jax.numpy as jnp
+
+    ok = jnp.ones((batch,), bool)
+    for name in _SUCCESS_FLAGS:
+        if name not in info:
+            continue
+        a = jnp.asarray(info[name]).astype(bool)
+        if a.ndim and a.shape[-1] == batch:
+            a = jnp.all(a.reshape(-1, batch), axis=0)
+        else:
+            a = jnp.broadcast_to(jnp.all(a), (batch,))
+        ok = ok & a
+    return ok
+
+
+def inverse_with_convergence(bijector, y: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(x, converged)``: ``bijector``'s inverse and, per example (``(batch,)`` bool),
+    whether every solver in it succeeded (:func:`converged_per_example` of its
+    ``inverse_with_info``). A bijector without ``inverse_with_info`` has a closed-form
+    inverse: all True."""
+    import inspect
+
+    import jax.numpy as jnp
+
+    fn = getattr(bijector, "inverse_with_info", None)
+    unit = getattr(bijector, "unit", None)  # a stack of identical units: theirs decides
+    if unit is not None and not callable(getattr(unit, "inverse_with_info", None)):
+        fn = None
+    if not callable(fn):
+        return bijector.inverse(y, key=key), jnp.ones((y.shape[0],), bool)
+    takes_key = "key" in inspect.signature(fn).parameters
+    x, info = fn(y, key=key) if takes_key else fn(y)
+    return x, converged_per_example(info, y.shape[0])
+
+
+class InverseNotConvergedWarning(RuntimeWarning):
+    """Some examples' iterative inverses (fixed-point solves) did not converge."""
+
+
+class InverseNotConvergedError(RuntimeError):
+    """Raised instead of :class:`InverseNotConvergedWarning` in strict mode."""
+
+
+def report_non_convergence(converged, what: str, *, strict: bool = False, hint: str = "") -> int:
+    """Count the False entries of a concrete ``converged`` array; if any, warn
+    (:class:`InverseNotConvergedWarning`) or, with ``strict``, raise
+    :class:`InverseNotConvergedError`, with one line naming the counts. Returns the
+    count. A traced ``converged`` (inside ``jit``) cannot be inspected: return it to the
+    caller instead (e.g. ``FlowDistribution.sample_with_info``)."""
+    import warnings
+
+    import numpy as np
+
+    ok = np.asarray(converged).astype(bool)
+    bad = int(ok.size - ok.sum())
+    if bad:
+        msg = (f"{bad} of {ok.size} {what} did not converge (a fixed-point inverse reached its max_iters or "
+               f"gave non-finite values){': ' + hint if hint else ''}")
+        if strict:
+            raise InverseNotConvergedError(msg)
+        warnings.warn(msg, InverseNotConvergedWarning, stacklevel=3)
+    return bad

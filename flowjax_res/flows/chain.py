@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flowjax_res.protocol import Bijector
+from flowjax_res.protocol import Bijector, inverse_with_convergence
 from flowjax_res._checks import check_shape
 from flowjax_res.ops.keys import split_key
 
@@ -80,8 +80,19 @@ class Flow(Bijector):
         return x, log_det
 
     def inverse(self, y: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """``f^{-1}(y)``: inverses of the layers in reverse order."""
+        """``f^{-1}(y)``: inverses of the layers in reverse order. :meth:`inverse_with_info`
+        also says whether every iterative inverse converged."""
         keys = split_keys(key, len(self.layers))
         for layer, k in zip(reversed(list(self.layers)), reversed(keys)):
             y = layer.inverse(y, key=k)
         return y
+
+    def inverse_with_info(self, y: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """``(f^{-1}(y), {"converged": (batch,) bool})``: whether every layer's inverse
+        succeeded for the example (fixed-point solvers converged, outputs finite)."""
+        keys = split_keys(key, len(self.layers))
+        ok = jnp.ones((y.shape[0],), bool)
+        for layer, k in zip(reversed(list(self.layers)), reversed(keys)):
+            y, ok_l = inverse_with_convergence(layer, y, key=k)
+            ok = ok & ok_l
+        return y, {"converged": ok}

@@ -204,13 +204,33 @@ class FlowDistribution(nnx.Module):
         d = math.prod(self.event_shape)
         return -self.log_prob(x, key=key) / (d * math.log(2.0))
 
-    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> jax.Array:
+    def sample(self, key: jax.Array, sample_shape: int | Sequence[int] = (), *, strict: bool = False) -> jax.Array:
         """Samples ``x = f^{-1}(z)``, ``z ~ base``, of shape ``(*sample_shape, *event_shape)``
-        (an int ``n`` means ``(n,)``; the default ``()`` is one sample)."""
+        (an int ``n`` means ``(n,)``; the default ``()`` is one sample).
+
+        Residual blocks invert by fixed-point iteration, which can stop at its
+        ``max_iters`` short of the tolerance: called eagerly, ``sample`` then warns
+        (:class:`~flowjax_res.protocol.InverseNotConvergedWarning`, with the count) or,
+        with ``strict=True``, raises :class:`~flowjax_res.protocol.InverseNotConvergedError`.
+        Under ``jit`` nothing can be inspected: use :meth:`sample_with_info`."""
+        x, info = self.sample_with_info(key, sample_shape)
+        if not isinstance(info["converged"], jax.core.Tracer):
+            from flowjax_res.protocol import report_non_convergence
+
+            report_non_convergence(info["converged"], "samples", strict=strict,
+                                   hint="see sample_with_info, or raise the blocks' inverse max_iters")
+        return x
+
+    def sample_with_info(self, key: jax.Array, sample_shape: int | Sequence[int] = ()) -> tuple[jax.Array, dict]:
+        """``(x, info)``: :meth:`sample`'s draws and ``info["converged"]``, of shape
+        ``sample_shape``: whether every inverse of the flow succeeded for the draw (the
+        fixed-point solves converged, the values are finite). Jittable."""
         from flowjax_res.ops.keys import as_typed_key
+        from flowjax_res.protocol import inverse_with_convergence
 
         shape = sample_shape_tuple(sample_shape)
         k_base, k_flow = jax.random.split(as_typed_key(key))
         z = self.base.sample(k_base, math.prod(shape))
-        x = self.flow.inverse(z, key=k_flow)
-        return x.reshape((*shape, *x.shape[1:]))
+        x, ok = inverse_with_convergence(self.flow, z, key=k_flow)
+        ok = ok & jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+        return x.reshape((*shape, *x.shape[1:])), {"converged": ok.reshape(shape)}

@@ -31,6 +31,7 @@ from flowjax_res.flows.classifier import classification_terms
 from flowjax_res.flows.distribution import FlowDistribution
 from flowjax_res.flows.multiscale import MultiScale
 from flowjax_res.layers.classifier_head import ClassifierHead
+from flowjax_res.protocol import inverse_with_convergence
 
 __all__ = ["HybridModel", "latent_shapes", "hybrid_loss", "resolve_lambda"]
 
@@ -113,12 +114,12 @@ class HybridModel(nnx.Module):
         the dequantisation's inverse rounds down to the integer level): ``original`` and
         ``reconstruction`` as bin centres in ``[-0.5, 0.5]`` (as
         :meth:`~flowjax_res.flows.classifier.IResNetClassifier.reconstruct`), ``converged``
-        (finite) per example."""
+        per example: every block's fixed-point solve converged and the values are finite."""
         flow = self.dist.flow
         n_levels = flow.layers[0].n_levels
         z, _ = flow.forward(x, key=key)
-        rec = flow.inverse(z, key=key)
-        ok = jnp.all(jnp.isfinite(rec.reshape(rec.shape[0], -1)), axis=1)
+        rec, ok = inverse_with_convergence(flow, z, key=key)
+        ok = ok & jnp.all(jnp.isfinite(rec.reshape(rec.shape[0], -1)), axis=1)
 
         def centre(v):
             return (jnp.asarray(v, jnp.float32) + 0.5) / n_levels - 0.5

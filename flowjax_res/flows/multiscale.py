@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flowjax_res.protocol import Bijector
+from flowjax_res.protocol import Bijector, inverse_with_convergence
 from flowjax_res._checks import check_shape
 from flowjax_res.flows.chain import split_keys
 from flowjax_res.ops.keys import fold_in_key
@@ -174,9 +174,16 @@ class MultiScale(Bijector):
         return jnp.concatenate(parts, axis=1), log_det
 
     def inverse(self, z: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """Split the flat ``z``, invert the tail and the stages, reassemble the image."""
+        """Split the flat ``z``, invert the tail and the stages, reassemble the image.
+        :meth:`inverse_with_info` also says whether every iterative inverse converged."""
+        return self.inverse_with_info(z, key=key)[0]
+
+    def inverse_with_info(self, z: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """``(x, {"converged": (batch,) bool})``: :meth:`inverse` and whether every
+        layer's inverse succeeded for the example."""
         check_shape("z", z.shape[1:], (self.latent_dim,))
         b = z.shape[0]
+        ok = jnp.ones((b,), bool)
         keys = split_keys(key, len(self.stages) + 1)
         skeys = self._split_layer_keys(key)
         offsets = [0]
@@ -184,7 +191,8 @@ class MultiScale(Bijector):
             offsets.append(offsets[-1] + s)
         h = z[:, offsets[-1] :]
         if self.tail is not None:
-            h = self.tail.inverse(h, key=keys[-1])
+            h, ok_l = inverse_with_convergence(self.tail, h, key=keys[-1])
+            ok = ok & ok_l
         x = h.reshape(b, *self.stage_shapes[-1])
         for i in reversed(range(len(self.stages))):
             if i < len(self.stages) - 1:
@@ -193,9 +201,11 @@ class MultiScale(Bijector):
                     zi = z[:, offsets[i] : offsets[i + 1]].reshape(b, sq[0], sq[1], sq[2] // 2)
                     x = jnp.concatenate([zi, x], axis=-1)
                 if self.split_layers is not None:
-                    x = self.split_layers[i].inverse(x, key=skeys[i])
+                    x, ok_l = inverse_with_convergence(self.split_layers[i], x, key=skeys[i])
+                    ok = ok & ok_l
                 x = self.squeezes[i].inverse(x)
-            x = self.stages[i].inverse(x, key=keys[i])
+            x, ok_l = inverse_with_convergence(self.stages[i], x, key=keys[i])
+            ok = ok & ok_l
         if self.first_squeeze is not None:
             x = self.first_squeeze.inverse(x)
-        return x
+        return x, {"converged": ok}

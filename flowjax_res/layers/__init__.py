@@ -16,7 +16,7 @@ from flowjax_res.layers.conv1x1 import InvConv1x1
 from flowjax_res.layers.emerging import EmergingConv
 from flowjax_res.layers.periodic import PeriodicConv
 from flowjax_res.layers.actnorm import ActNorm
-from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock
+from flowjax_res.layers.residual import InverseConfig, LogDetConfig, ResidualBlock, configure_inverse
 from flowjax_res.layers.squeeze import Squeeze
 from flowjax_res.layers.classifier_head import ClassifierHead
 from flowjax_res.layers.coupling import AdditiveCoupling, AffineCoupling

@@ -176,9 +176,11 @@ def fixed_point_inverse(
 
     Returns:
       ``(x, info)`` where ``info`` holds per-example ``iterations`` (int32),
-      ``residual`` (max-abs fixed-point residual at the last tested iterate; the
-      returned ``x`` is one further step beyond it, so its residual is at most
-      ``Lip(g)`` times this), ``converged`` (bool), ``finite`` (bool: the returned ``x``
+      ``residual`` (max-abs fixed-point residual at the last tested iterate; for a
+      converged example, and for every Picard example, the returned ``x`` is one Picard
+      step beyond it, so its residual is at most ``Lip(g)`` times this; an Anderson
+      example that did not converge returns its last extrapolated iterate, whose
+      residual this does not bound), ``converged`` (bool), ``finite`` (bool: the returned ``x``
       is finite), and the scalar ``n_evals``, the number of batched ``g`` calls.
       Non-convergence (e.g. ``max_iters`` too small, non-finite ``y``) shows as
       ``converged == False``; it is never raised inside jitted code.

@@ -483,10 +483,25 @@ def run_evaluation(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, 
 
 
 def draw_samples(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n: int, key: jax.Array) -> np.ndarray:
-    """``n`` samples of the EMA model (evaluation mode: tightly converged Lipschitz normalisation)."""
+    """``n`` samples of the EMA model (evaluation mode: tightly converged Lipschitz
+    normalisation); warns (:class:`~flowjax_res.protocol.InverseNotConvergedWarning`) with
+    the count of samples whose inverse did not converge (:func:`draw_samples_with_info`
+    returns the flags)."""
+    from flowjax_res.protocol import report_non_convergence
+
+    samples, converged = draw_samples_with_info(cfg, graphdef, state, n, key)
+    report_non_convergence(converged, "samples")
+    return samples
+
+
+def draw_samples_with_info(cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, n: int,
+                           key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(samples, converged)``: :func:`draw_samples` and, per sample, whether every
+    inverse of the flow succeeded (``FlowDistribution.sample_with_info``)."""
     params = eval_weights(state, cfg)
     rest = prepare_eval_model(graphdef, params, state.rest)
-    return np.asarray(_sampler(graphdef, int(n))(params, rest, key))
+    x, ok = _sampler(graphdef, int(n))(params, rest, key)
+    return np.asarray(x), np.asarray(ok)
 
 
 @cached_by_graphdef(8)
@@ -500,7 +515,8 @@ def _sampler(graphdef: nnx.GraphDef, n: int):
 
         model = merge_model(graphdef, params, rest)
         set_eval_mode(model)
-        return model.sample(key, n)
+        x, info = model.sample_with_info(key, n)
+        return x, info["converged"]
 
     return sample
 
