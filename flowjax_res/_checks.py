@@ -66,6 +66,22 @@ def check_shape(name: str, shape, expected, what: str = "") -> None:
         raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, expected))}){extra}; got trailing shape {shape}")
 
 
+def check_real_array(name: str, x) -> None:
+    """``x`` is an array of real numbers (integer or floating dtype), or ``TypeError``
+    naming its dtype: strings, complex numbers, booleans and objects are not data."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        import numpy as np
+
+        try:
+            dtype = np.asarray(x).dtype
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__} ({e})") from None
+    kind = getattr(dtype, "kind", "")
+    if kind not in ("i", "u", "f") and str(dtype) != "bfloat16":
+        raise TypeError(f"{name} must be an array of real numbers (integer or float dtype), got dtype {dtype}")
+
+
 def as_rngs(rngs, name: str = "rngs"):
     """``rngs`` as an ``nnx.Rngs``: an ``nnx.Rngs`` is returned as is; an int seed or a
     ``jax.random`` key (typed or legacy) becomes ``nnx.Rngs(rngs)``."""

@@ -98,6 +98,18 @@ class Bijector(nnx.Module):
         """Latent -> data: ``f^{-1}(y)``."""
         raise NotImplementedError(f"{type(self).__name__} must define inverse")
 
+    def input_levels(self) -> int | None:
+        """The number of integer levels of the data this bijector takes (a
+        dequantising first layer's ``n_levels``), or ``None`` for continuous data."""
+        return None
+
+    def check_input(self, x, name: str = "x") -> None:
+        """Raise ``ValueError`` (one line naming ``name``) when the concrete array ``x``
+        lies outside the domain this bijector is defined on; the default accepts all.
+        Called on data before it enters a model (:meth:`FlowDistribution.check_data
+        <flowjax_res.flows.distribution.FlowDistribution.check_data>`, ``fit``), where
+        the values can still be looked at: inside a compiled call they cannot."""
+
     def forward_and_log_det(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det J_f(x)|)`` with ``y = f(x)``: the same as :meth:`forward`."""
         return self.forward(x, key=key)

@@ -68,6 +68,18 @@ class Flow(Bijector):
     def __len__(self) -> int:
         return len(self.layers)
 
+    def input_levels(self) -> int | None:
+        """The first layer's :meth:`~flowjax_res.protocol.Bijector.input_levels` (the
+        data enter the chain there)."""
+        levels = getattr(self.layers[0], "input_levels", None)
+        return levels() if callable(levels) else None
+
+    def check_input(self, x, name: str = "x") -> None:
+        """The first layer's domain check (the data enter the chain there)."""
+        check = getattr(self.layers[0], "check_input", None)
+        if callable(check):
+            check(x, name)
+
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(f(x), Σ_l log|det J_l|)`` with ``log_det.shape == (batch,)``."""
         if self.event_shape is not None:

@@ -34,8 +34,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flowjax_res._eager import compiled
-from flowjax_res._checks import as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int
+from flowjax_res._eager import compiled, is_eager
+from flowjax_res._checks import (as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int,
+                                 check_real_array)
+from flowjax_res.flows.preprocess import check_levels
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.classifier_head import ClassifierHead
 from flowjax_res.layers.residual import InverseConfig, ResidualBlock, _activation
@@ -234,6 +236,17 @@ class IResNetClassifier(nnx.Module):
                 else:
                     h, _ = layer.forward(h)
         return h
+
+    def check_data(self, x, name: str = "x") -> None:
+        """``x`` must be images of ``input_shape`` holding integer levels
+        ``0 .. n_levels - 1`` (:func:`~flowjax_res.flows.preprocess.check_levels`), or an
+        error naming ``name``; the dtype and shape only inside a trace."""
+        check_real_array(name, x)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, self.input_shape))}); got shape "
+                             f"{tuple(x.shape)}")
+        if is_eager():
+            check_levels(name, x, self.n_levels)
 
     @compiled
     def logits(self, x: jax.Array) -> jax.Array:

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flowjax_res._eager import compiled
-from flowjax_res._checks import check_positive_int, check_shape
+from flowjax_res._eager import compiled, is_eager
+from flowjax_res._checks import check_positive_int, check_real_array, check_shape
 
 __all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution", "sample_shape_tuple"]
 
@@ -162,8 +162,37 @@ class FlowDistribution(nnx.Module):
                              f"got shape {tuple(x.shape)}")
         return tuple(x.shape[: x.ndim - len(ev)])
 
+    @property
+    def n_levels(self) -> int | None:
+        """The integer levels of the data the model takes (its flow dequantises them:
+        images, trained and reported in bits/dim), or ``None`` for continuous data."""
+        levels = getattr(self.flow, "input_levels", None)
+        return levels() if callable(levels) else None
+
+    def check_data(self, x, name: str = "x") -> None:
+        """Raise ``ValueError``/``TypeError`` (one line naming ``name``) unless ``x`` is data
+        this model is defined on: a real numeric array of shape ``(*batch, *event_shape)``,
+        finite, and for an image model integer levels ``0 .. n_levels - 1``
+        (:meth:`~flowjax_res.protocol.Bijector.check_input` of the flow). Out-of-range
+        levels make the logit's log-det NaN, and the first batch initialises ActNorm: a
+        bad batch would otherwise poison the model silently. Eager calls of
+        :meth:`log_prob`, :meth:`bits_per_dim` and ``fit`` run it; inside a trace the
+        values cannot be seen and it checks the dtype and shape only."""
+        check_real_array(name, x)
+        self._batch_shape(x, name)
+        if not is_eager():
+            return
+        a = np.asarray(x)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} holds {int(a.size - np.isfinite(a).sum())} NaN or infinite values "
+                             f"(of {a.size})")
+        check = getattr(self.flow, "check_input", None)
+        if callable(check):
+            check(a, name)
+
     def _flat(self, x: jax.Array, key: jax.Array | None):
         """``x`` with one batch axis, the key to match, and the batch shape to restore."""
+        self.check_data(x)
         x = jnp.asarray(x)
         batch_shape = self._batch_shape(x)
         if key is not None:

@@ -72,6 +72,15 @@ class HybridModel(nnx.Module):
         self.head = ClassifierHead(self.latent_shapes, self.n_classes, hidden=head_hidden, rngs=rngs)
 
     @property
+    def n_levels(self) -> int | None:
+        """The integer levels of the images (the flow's)."""
+        return self.dist.n_levels
+
+    def check_data(self, x, name: str = "x") -> None:
+        """The flow's :meth:`~flowjax_res.flows.distribution.FlowDistribution.check_data`."""
+        self.dist.check_data(x, name)
+
+    @property
     def dim(self) -> int:
         """``D``, the dimension of one example."""
         return math.prod(self.event_shape)

@@ -25,13 +25,14 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flowjax_res.protocol import Bijector
 from flowjax_res._checks import check_open_interval, check_positive_int
 from flowjax_res.ops.keys import random_uniform
 
-__all__ = ["Dequantize", "Scale", "Logit"]
+__all__ = ["Dequantize", "Scale", "Logit", "check_levels"]
 
 
 def _sum_event(a: jax.Array) -> jax.Array:
@@ -45,6 +46,32 @@ def _event_size(x: jax.Array) -> int:
 def _as_float(x: jax.Array) -> jax.Array:
     x = jnp.asarray(x)
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def check_levels(name: str, x, n_levels: int) -> None:
+    """``x`` must hold integer levels ``0 .. n_levels - 1`` (integer or float dtype), or
+    ``ValueError`` naming ``name``: ``x + u`` then covers ``[0, n_levels)``, the domain of
+    the scaling and logit that follow dequantisation. Values outside it (e.g. 8-bit pixels
+    given to a 17-level model) map outside ``(0, 1)`` and make the logit's log-det NaN;
+    fractional values (images already scaled to ``[0, 1]``) are not levels and give a
+    meaningless bits/dim."""
+    a = np.asarray(x)
+    if a.size == 0:
+        return
+    if not np.issubdtype(a.dtype, np.integer):
+        finite = np.isfinite(a)
+        if not np.all(finite):
+            raise ValueError(f"{name} holds {int(a.size - finite.sum())} NaN or infinite values; this model takes "
+                             f"integer levels 0..{n_levels - 1}")
+        frac = a != np.floor(a)
+        if np.any(frac):
+            raise ValueError(f"{name} must hold integer levels 0..{n_levels - 1} (this model dequantises x + u with "
+                             f"n_levels={n_levels}); got {int(frac.sum())} fractional values in "
+                             f"[{a.min():.4g}, {a.max():.4g}] (images scaled to [0, 1]? pass the integer pixels)")
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi > n_levels - 1:
+        raise ValueError(f"{name} must hold integer levels 0..{n_levels - 1} (n_levels={n_levels}); got values in "
+                         f"[{lo}, {hi}] (8-bit images need a model built with n_levels=256)")
 
 
 class Dequantize(Bijector):
@@ -62,6 +89,14 @@ class Dequantize(Bijector):
 
     def __init__(self, n_levels: int):
         self.n_levels = check_positive_int("n_levels", n_levels)
+
+    def input_levels(self) -> int:
+        """``n_levels``: the data are integer levels ``0 .. n_levels - 1``."""
+        return self.n_levels
+
+    def check_input(self, x, name: str = "x") -> None:
+        """:func:`check_levels` with this layer's ``n_levels``."""
+        check_levels(name, x, self.n_levels)
 
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """``(x + u, zeros(batch))``; integer-typed ``x`` is cast to float32."""

@@ -35,7 +35,9 @@ class ActNorm(Bijector):
     Data-dependent initialisation (Glow Sec. 3.1): the first ``forward`` on an
     uninitialised layer sets ``b = -mean`` and ``log_s = -log(std + eps)`` per channel
     from that batch (so its output has zero mean and unit variance per channel) and
-    flips the ``initialized`` flag (an :class:`InitFlag` variable). Call
+    flips the ``initialized`` flag (an :class:`InitFlag` variable). A batch holding a NaN
+    or an infinity never initialises the layer (it stays uninitialised until a finite
+    batch comes; :meth:`initialize` raises). Call
     :meth:`initialize` to do it explicitly. Under ``nnx.jit`` the choice is made with
     ``lax.cond`` and the new parameters and flag propagate out of the jitted call like
     any NNX state update; once initialised, ``forward`` leaves the parameters unchanged.
@@ -82,6 +84,9 @@ class ActNorm(Bijector):
         channel of the output) and mark the layer initialised, whatever its state."""
         x = jnp.asarray(x)
         self._check(x, "x")
+        if not _is_traced(x) and not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"x holds {int(jnp.sum(~jnp.isfinite(x)))} NaN or infinite values: ActNorm cannot "
+                             f"initialise from it (its statistics would be non-finite); the layer is unchanged")
         b, log_s = self._init_values(x)
         self.bias[...] = b
         self.log_scale[...] = log_s
@@ -90,19 +95,23 @@ class ActNorm(Bijector):
     def _maybe_initialize(self, x: jax.Array) -> None:
         flag = self.initialized[...]
         if not _is_traced(flag):
-            if not bool(flag):
+            if not bool(flag) and (_is_traced(x) or bool(jnp.all(jnp.isfinite(x)))):
                 self.initialize(x)
-            return  # initialised: pure from here on, no state is touched
-        # Traced flag (e.g. under nnx.jit): decide at run time.
+            return  # initialised (or a non-finite batch): pure, no state is touched
+        # Traced flag (e.g. under nnx.jit): decide at run time. A batch with a NaN or
+        # infinity would set non-finite statistics and mark the layer done, poisoning
+        # every later call: such a batch leaves the layer uninitialised instead, and the
+        # next finite batch initialises it.
+        init = jnp.logical_and(jnp.logical_not(flag), jnp.all(jnp.isfinite(x)))
         b, log_s = jax.lax.cond(
-            flag,
-            lambda x: (self.bias[...], self.log_scale[...]),
+            init,
             self._init_values,
+            lambda x: (self.bias[...], self.log_scale[...]),
             x,
         )
         self.bias[...] = b
         self.log_scale[...] = log_s
-        self.initialized[...] = jnp.array(True)
+        self.initialized[...] = jnp.logical_or(flag, init)
 
     def forward(self, x: jax.Array, *, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Data -> latent: ``y = (x + b) * exp(log_s)``, ``log_det = n_pos · Σ_c log_s_c``."""

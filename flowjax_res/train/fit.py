@@ -10,6 +10,7 @@ initialisation, and the same evaluation model (EMA weights, more power iteration
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flowjax_res._checks import check_nonnegative_int, check_positive, check_positive_int
+from flowjax_res._checks import check_nonnegative_int, check_positive, check_positive_int, check_real_array
 from flowjax_res.ops.keys import as_typed_key
 from flowjax_res.train import sharding as _sh
 from flowjax_res.train.optim import adam_with_warmup, warmup_schedule
@@ -68,7 +69,10 @@ def fit(
         dist: a distribution with ``log_prob(x, *, key)`` (e.g. a
             :class:`~flowjax_res.flows.distribution.FlowDistribution` from a builder). It is
             not modified: training runs on a copy.
-        data: the training set, an array ``(N, *event_shape)`` (shuffled per epoch,
+        data: the training set (checked before training: real numbers, finite, of the
+            model's event shape, integer levels ``0 .. n_levels - 1`` for an image model,
+            floats for a continuous one; for a sampler, its first batch), an array
+            ``(N, *event_shape)`` (shuffled per epoch,
             the incomplete last batch of an epoch dropped), or a sampler
             ``sample(key, n) -> (n, *event_shape)`` drawing a fresh batch every step
             (e.g. ``lambda k, n: fr.sample_toy("moons", k, n)``).
@@ -82,7 +86,8 @@ def fit(
         optimizer: an ``optax`` transformation to use instead (its learning rate is its
             own; the ``lr`` in the returned history is then ``nan``).
         metric: the loss, ``"nll"`` (mean ``-log p(x)``, nats) or ``"bpd"`` (bits per
-            dimension, for images); default ``"bpd"`` for integer data, else ``"nll"``.
+            dimension, for images); default from the model: ``"bpd"`` when it dequantises
+            integer levels (``dist.n_levels``, an image model), else ``"nll"``.
         ema_decay: decay of the moving average of the weights that the returned model
             uses; default 0.99 for ``"nll"`` and 0.999 for ``"bpd"`` (as ``train``); 0 uses
             the last weights.
@@ -140,8 +145,13 @@ def fit(
         raise TypeError(f"dist must be a distribution with a log_prob method, got {type(dist).__name__}")
     k_data, k_init, k_model = jax.random.split(key, 3)
     next_batch, first = _batches(data, k_data, batch_size, labels)
+    levels = getattr(dist, "n_levels", None)  # the model dequantises integer levels: images
+    if callable(data):
+        _check_data(dist, first, "data (the sampler's first batch)", levels)
+    else:
+        _check_data(dist, np.asarray(data), "data", levels)
     if metric is None:
-        metric = "bpd" if jnp.issubdtype(jnp.asarray(first).dtype, jnp.integer) else "nll"
+        metric = "bpd" if levels else "nll"
     if labels is None and metric not in ("nll", "bpd"):
         raise ValueError(f"metric must be 'nll' or 'bpd' (a classifier or hybrid model trains with labels=), "
                          f"got {metric!r}")
@@ -187,7 +197,28 @@ def fit(
             bar.close()
     trained = eval_model(graphdef, state, ema_decay=float(ema_decay), local=mesh is not None)
     history = np.asarray(jax.device_get(jnp.stack(losses)), np.float64) if losses else np.zeros((0,))
+    bad = ~np.isfinite(history)
+    if bad.any():  # such steps were not applied (the step's guard); say so, with where
+        warnings.warn(f"fit: {int(bad.sum())} of {len(history)} steps had a non-finite loss and were not applied "
+                      f"(first at step {int(np.argmax(bad))}); check the data (or the sampler) and lr",
+                      RuntimeWarning, stacklevel=2)
     return trained, history
+
+
+def _check_data(dist: nnx.Module, x: Any, name: str, levels: int | None) -> None:
+    """Training data must be what ``dist`` is defined on (``dist.check_data``: dtype,
+    shape, finiteness, integer levels for an image model), and continuous data for a
+    continuous model: integers there would be fitted as a density on a lattice, which
+    grows without bound instead of learning anything."""
+    check_real_array(name, x)
+    check = getattr(dist, "check_data", None)
+    if callable(check):
+        check(x, name)
+    elif np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(np.asarray(x))):
+        raise ValueError(f"{name} must be finite: it holds NaN or infinite values")
+    if levels is None and callable(check) and np.issubdtype(np.asarray(x).dtype, np.integer):
+        raise ValueError(f"{name} holds integers ({np.asarray(x).dtype}) but dist is a continuous model (it does not "
+                         f"dequantise): pass float data, or build an image model with n_levels")
 
 
 def _batches(data: Any, key: jax.Array, batch_size: int, labels: Any = None) -> tuple[Callable[[int], Any], Any]:
@@ -200,18 +231,19 @@ def _batches(data: Any, key: jax.Array, batch_size: int, labels: Any = None) -> 
         def from_sampler(step: int):
             return sample(jax.random.fold_in(key, step), batch_size)
 
-        first = jnp.asarray(from_sampler(0))
+        first = from_sampler(0)
+        check_real_array("data (the sampler's first batch)", first)
+        first = jnp.asarray(first)
         if first.ndim < 1 or first.shape[0] != batch_size:
             raise ValueError(f"data (a sampler) must return batch_size={batch_size} examples on the first axis, "
                              f"got shape {tuple(first.shape)}")
         return from_sampler, first
     arr = np.asarray(data)
+    check_real_array("data", arr)
     if arr.ndim < 2:
         raise ValueError(f"data must be an array of shape (N, *event_shape) or a sampler(key, n), got shape {arr.shape}")
     if len(arr) < batch_size:
         raise ValueError(f"batch_size must be <= the number of training examples ({len(arr)}), got {batch_size}")
-    if not (np.issubdtype(arr.dtype, np.integer) or np.all(np.isfinite(arr))):
-        raise ValueError("data must be finite: it holds NaN or infinite values")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(arr),) or not np.issubdtype(labels.dtype, np.integer):
