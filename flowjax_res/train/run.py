@@ -152,10 +152,21 @@ def check_no_run(path: str, how: str) -> None:
         raise FileExistsError(f"run directory {path!r} already exists and holds a run ({', '.join(held)}); {how}")
 
 
+def check_run_name(name: str) -> str:
+    """``name`` if it is one directory name (the ``--name`` of a run under ``--out``):
+    non-empty, no path separator, not ``.`` or ``..``; else ``ValueError`` naming
+    ``--name``, so that a run is never written outside ``--out``."""
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in seps | {"\0"}):
+        raise ValueError(f"--name must be one directory name inside --out (not empty, '.' or '..', no "
+                         f"{' or '.join(repr(c) for c in sorted(seps))}), got {name!r}")
+    return name
+
+
 def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
     """A fresh directory ``<out>/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
-    appended if taken); with ``name``, exactly ``<out>/<name>``, which must not exist or
-    be empty (a run is never
+    appended if taken); with ``name`` (one directory name, :func:`check_run_name`),
+    exactly ``<out>/<name>``, which must not exist or be empty (a run is never
     overwritten: use resume). ``cfg.out`` must not itself be a run directory (runs are not
     nested). Every refusal comes before anything is created.
 
@@ -164,6 +175,8 @@ def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
     the same directory, whatever their clocks say and however late they start."""
     from flowjax_res.train.sharding import on_process_0
 
+    if name is not None:
+        check_run_name(name)
     return on_process_0(lambda: _new_run_dir(cfg, name))
 
 

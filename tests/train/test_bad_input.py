@@ -1,6 +1,6 @@
 """Bad input is refused before it can touch a run: a new run in a directory that holds
-one. Each refusal is one line naming what was wrong, and the files on disk are what
-they were."""
+one, a run name that leaves --out. Each refusal is one line naming what was wrong, and
+the files on disk are what they were."""
 
 import os
 
@@ -9,6 +9,7 @@ import pytest
 from flowjax_res.cli import main
 from flowjax_res.train.config import TrainConfig
 from flowjax_res.train.loop import train
+from flowjax_res.train.run import check_run_name, new_run_dir
 from tests.train.tiny import tiny_model_fn, toy_data
 
 
@@ -100,3 +101,21 @@ def test_cli_named_run_still_trains_and_refuses_a_second(tmp_path, capsys, monke
     assert err == [f"flowjax-res: error: run directory {run!r} already exists and holds a run (config.json, "
                    f"metrics.jsonl, checkpoints/); use --resume {run} to continue it, or another --name"]
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", ".", "..", ""])
+def test_run_name_must_be_one_directory_name(tmp_path, capsys, name):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as e:
+        new_run_dir(TrainConfig(out=str(out)), name)
+    msg = one_line(e.value)
+    assert msg.startswith("--name must be one directory name inside --out") and repr(name) in msg
+    assert main(["train", "--steps", "2", "--out", str(out), "--name", name, "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"flowjax-res: error: {msg}"]
+    assert list(tmp_path.iterdir()) == []  # neither --out nor anything beside it was created
+
+
+def test_run_name_accepts_plain_names():
+    for name in ("run", "run.1", "r-2 b", "...", ".hidden"):
+        assert check_run_name(name) == name
