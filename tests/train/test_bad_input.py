@@ -1,7 +1,8 @@
 """Bad input is refused before it can touch a run: a new run in a directory that holds
-one, a run name that leaves --out. Each refusal is one line naming what was wrong, and
-the files on disk are what they were."""
+one, a run name that leaves --out, a negative or NaN gradient clip. Each refusal is one
+line naming what was wrong, and the files and models are what they were."""
 
+import math
 import os
 
 import pytest
@@ -119,3 +120,43 @@ def test_run_name_must_be_one_directory_name(tmp_path, capsys, name):
 def test_run_name_accepts_plain_names():
     for name in ("run", "run.1", "r-2 b", "...", ".hidden"):
         assert check_run_name(name) == name
+
+
+@pytest.mark.parametrize("grad_clip", [-1.0, -1e-9, math.nan, -math.inf])
+def test_negative_or_nan_grad_clip_is_refused_in_every_path(grad_clip):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    import flowjax_res as fr
+    from flowjax_res.train.optim import adam_with_warmup
+
+    expected = (f"grad_clip must be >= 0 (the bound on the global gradient norm; 0 = no clipping), "
+                f"got {grad_clip!r}")
+    with pytest.raises(ValueError) as e:
+        adam_with_warmup(1e-3, 0, grad_clip=grad_clip)
+    assert one_line(e.value) == expected
+    dist = fr.dense_residual_flow(2, n_blocks=1, hidden=(8,), rngs=0)
+    before = [np.asarray(p).copy() for p in jax.tree.leaves(nnx.state(dist))]
+    x = np.asarray(fr.sample_toy("moons", jax.random.key(0), 64))
+    with pytest.raises(ValueError) as e:
+        fr.fit(dist, x, key=jax.random.key(1), steps=3, batch_size=16, grad_clip=grad_clip)
+    assert one_line(e.value) == expected
+    after = [np.asarray(p) for p in jax.tree.leaves(nnx.state(dist))]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # the model is as it was
+    with pytest.raises(ValueError, match="grad_clip must be >= 0"):  # TrainConfig refuses it too
+        TrainConfig(grad_clip=grad_clip)
+
+
+def test_grad_clip_accepts_zero_inf_and_scalars_and_refuses_non_numbers():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from flowjax_res.train.optim import adam_with_warmup, check_grad_clip
+
+    for ok in (0, 0.0, 1.5, math.inf, np.float32(2.0), jnp.float32(3.0)):
+        assert check_grad_clip(ok) == float(ok)
+        adam_with_warmup(1e-3, 0, grad_clip=ok)
+    for bad in ("1.0", None, True, [1.0]):
+        with pytest.raises(TypeError, match=r"^grad_clip must be a real number >= 0"):
+            check_grad_clip(bad)
