@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--coupling", help="affine (default) or additive")
     g = t.add_argument_group("run")
     g.add_argument("--out", help=f"parent directory of runs (default {d.out})")
-    g.add_argument("--name", help="run directory name under --out (default <dataset>-<model>-<time>)")
+    g.add_argument("--name", help="run directory name under --out: one directory name, no path separator "
+                                  "(default <dataset>-<model>-<time>)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint (--steps may extend it)")
     g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
     g.add_argument("--eval-every", type=int, help=f"evaluate on the test set every this many steps and at the end; "
@@ -284,7 +285,7 @@ def _cmd_train(args) -> int:
     from flowjax_res.train.config import TrainConfig, load_config
     from flowjax_res.train.sharding import distributed_requested, maybe_initialize_distributed
     from flowjax_res.train.loop import run_mesh, train
-    from flowjax_res.train.run import make_data, new_run_dir
+    from flowjax_res.train.run import check_run_name, make_data, new_run_dir
 
     given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
     if "model_args" in given:
@@ -316,6 +317,8 @@ def _cmd_train(args) -> int:
         if given.get("preset") in {**PAPER_PRESETS, **TASK_PRESETS}:  # an official run: model, data, training
             given = paper_train_fields(given["preset"], given)
         cfg = TrainConfig(**given)
+        if args.name is not None:
+            check_run_name(args.name)  # before the data are read (new_run_dir checks it again)
         maybe_initialize_distributed(cfg.distributed, **processes)  # before any other JAX call
         _host_devices_for(cfg)
         data = make_data(cfg)  # unknown data sets fail here, before anything is written

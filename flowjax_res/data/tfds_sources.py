@@ -28,7 +28,9 @@ dimension of that 3072-dimensional form, as the paper's.
 
 A data set that is not prepared in ``data_dir`` raises :class:`DatasetNotPrepared`, a
 ``ValueError`` whose one-line message names the data set, the directory and how to
-prepare it. Nothing is ever downloaded here.
+prepare it. A record that cannot be read or decoded later (a damaged or truncated shard
+file) raises :class:`CorruptDataError`, whose one line names the data set, the split, the
+shard file, the record and how to re-prepare it. Nothing is ever downloaded here.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = [
     "TFDS_DATASETS",
     "TfdsSpec",
     "DatasetNotPrepared",
+    "CorruptDataError",
+    "CheckedSource",
     "tfds_spec",
     "resolve_data_dir",
     "open_tfds_source",
@@ -54,6 +58,94 @@ __all__ = [
 
 class DatasetNotPrepared(ValueError):
     """A TFDS data set is not prepared (in array_record format) in the data directory."""
+
+
+class CorruptDataError(ValueError):
+    """A record of a prepared TFDS data set could not be read or decoded: its shard file
+    is damaged or incomplete (:class:`CheckedSource`)."""
+
+
+_CAUSE_CHARS = 300  # of the reader's own message, kept inside the one line
+
+
+class CheckedSource:
+    """A TFDS random-access source whose read failures are one line.
+
+    ``source[i]`` reads and decodes record ``i`` of the split as ``tfds.data_source``
+    does; when that fails (the array_record reader finds a bad hash or a short file, the
+    decoder a bad PNG...), :class:`CorruptDataError` names the data set, the split, the
+    shard file that holds the record and its position there (from the split's file
+    instructions: shard file names and record counts), and says to re-prepare the data
+    set. The reader's message alone names neither the file nor the split. grain's pipeline
+    raises the error as it is from its reader threads, and with its type and message from
+    its worker processes (which receive this object pickled). ``len``, iteration and the
+    attributes of the TFDS source (``dataset_info``, ``split``...) are the source's.
+    """
+
+    def __init__(self, source: Any, *, name: str, tfds_name: str, split: str, root: str,
+                 shards: list[tuple[str, int, int]]):
+        self._source, self._name, self._tfds_name, self._split, self._root = source, name, tfds_name, split, root
+        self._shards = list(shards)  # (file, first record used, records used), in the split's order
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index):
+        i = index.__index__()
+        n = len(self._source)
+        if not 0 <= i < n:
+            raise IndexError(f"record index {i} out of range for split {self._split!r} of {n} records")
+        try:
+            return self._source[i]
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read or decode is the file's
+            raise CorruptDataError(self._message(i, e)) from e
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getattr__(self, attr):
+        if attr.startswith("_"):  # private names (and unpickling, before __init__'s) stay here
+            raise AttributeError(attr)
+        return getattr(self._source, attr)
+
+    def __repr__(self) -> str:
+        return f"CheckedSource({self._source!r})"
+
+    def shard_of(self, index: int) -> tuple[str, int] | None:
+        """``(shard file, record position in that file)`` of record ``index`` of the split,
+        or ``None`` when the split's file instructions do not cover it."""
+        start = 0
+        for path, skip, take in self._shards:
+            if index < start + take:
+                return path, skip + index - start
+            start += take
+        return None
+
+    def _message(self, index: int, error: BaseException) -> str:
+        cause = " ".join(str(error).split()) or "no message"
+        if len(cause) > _CAUSE_CHARS:
+            cause = cause[:_CAUSE_CHARS] + "..."
+        where = self.shard_of(index)
+        if where is None:
+            files = ", ".join(repr(p) for p, _, _ in self._shards) or "unknown"
+            place = f"from one of its shard files ({files})"
+        else:
+            place = f"from shard file {where[0]!r} (record {where[1]} of that file)"
+        return (f"data set {self._name!r} (TFDS {self._tfds_name!r}), split {self._split!r}: record {index} could "
+                f"not be read {place}: {type(error).__name__}: {cause}; the file is damaged or incomplete, so "
+                f"re-prepare the data set: {_how_to_prepare(self._tfds_name, self._root)}")
+
+
+def _split_shards(info: Any, split: str) -> list[tuple[str, int, int]]:
+    """``(file, skip, take)`` of each shard file of ``split`` (TFDS's file instructions;
+    ``[]`` if TFDS cannot give them)."""
+    try:
+        return [(os.fspath(f.filename), int(f.skip), int(f.take)) for f in info.splits[split].file_instructions]
+    except Exception:  # noqa: BLE001 - only the message's detail depends on it
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +221,9 @@ def open_tfds_source(name: str, split: str, data_dir: str | os.PathLike | None) 
     ``name`` is a ``--dataset`` name (:data:`TFDS_DATASETS`) or any TFDS name prepared in
     ``data_dir`` (e.g. one written by :mod:`flowjax_res.data.tfds_local`); ``split`` a
     TFDS split name (``"train"``, ``"test"``, ...). Returns ``(source, info)`` with
-    ``len(source)`` and ``source[i]`` a dict of decoded numpy features.
+    ``len(source)`` and ``source[i]`` a dict of decoded numpy features; ``source`` is a
+    :class:`CheckedSource`, whose failed reads raise :class:`CorruptDataError` (one line:
+    the data set, the split, the shard file and record, re-prepare it).
 
     Raises :class:`DatasetNotPrepared` (one line: the data set, the directory, how to
     prepare it) when it is missing, lacks the split or is not in array_record format.
@@ -171,7 +265,9 @@ def open_tfds_source(name: str, split: str, data_dir: str | os.PathLike | None) 
             f"data set {name!r} (TFDS {tfds_name!r}) in {root!r} has no split {split!r} "
             f"(it has {sorted(info.splits)})"
         )
-    return tfds.data_source(tfds_name, split=split, data_dir=root, download=False), info
+    source = tfds.data_source(tfds_name, split=split, data_dir=root, download=False)
+    return CheckedSource(source, name=name, tfds_name=tfds_name, split=split, root=root,
+                         shards=_split_shards(info, split)), info
 
 
 def center_crop_resize(image: np.ndarray, crop: tuple[int, int] | None, resize: tuple[int, int] | None) -> np.ndarray:

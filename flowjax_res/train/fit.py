@@ -81,8 +81,9 @@ def fit(
         steps: optimiser steps.
         batch_size: examples per step.
         lr, warmup: peak learning rate and linear warm-up steps of the default optimiser
-            (Adam with ``beta2 = 0.99`` as in Residual Flows, gradients clipped to
-            ``grad_clip``); ignored when ``optimizer`` is given.
+            (Adam with ``beta2 = 0.99`` as in Residual Flows, gradients clipped to the
+            global norm ``grad_clip``, 0 for none, a negative or NaN one refused);
+            ignored when ``optimizer`` is given.
         optimizer: an ``optax`` transformation to use instead (its learning rate is its
             own; the ``lr`` in the returned history is then ``nan``).
         metric: the loss, ``"nll"`` (mean ``-log p(x)``, nats) or ``"bpd"`` (bits per

@@ -33,7 +33,7 @@ from flowjax_res.train.jit_cache import cached_by_graphdef
 from flowjax_res.train.evaluate import evaluate, per_example, prepare_eval_model
 from flowjax_res.train.metrics import MetricsWriter, truncate_metrics
 from flowjax_res.train.optim import make_optimizer
-from flowjax_res.train.run import Data, ModelFn, make_data, make_model, model_rngs
+from flowjax_res.train.run import Data, ModelFn, check_no_run, make_data, make_model, model_rngs
 from flowjax_res.train.safety import (DivergenceError, DivergenceMonitor, RunLock, RunWriteError, StopSignals,
                                      TrainingStopped, is_write_error)
 from flowjax_res.train.state import TrainState, create_train_state, merge_model, split_model
@@ -219,6 +219,10 @@ def train(
     resumed run writes what the uninterrupted one writes (a run stopped after its last
     step may be resumed with the same ``steps`` for that).
 
+    A new run (``resume=False``) needs an empty or new ``run_dir``: one that already holds a
+    run (``config.json``, ``metrics.jsonl`` or ``checkpoints/``) is refused with a
+    ``FileExistsError`` before anything is written, the lock file included.
+
     Safety (:mod:`flowjax_res.train.safety`): the run holds ``run_dir/.lock`` throughout
     (:class:`~flowjax_res.train.safety.RunLockedError` if another live run holds it). On
     resume, before anything is written: ``cfg.steps`` must exceed the checkpoint's step and
@@ -233,10 +237,14 @@ def train(
     Devices: :func:`run_mesh` (``cfg.devices``, ``cfg.mesh_shape``); the training lines
     carry ``examples_per_s`` and ``examples_per_s_per_device`` beside ``steps_per_s``.
     """
-    os.makedirs(run_dir, exist_ok=True)
     _sh.maybe_initialize_distributed(cfg.distributed or None)
+    if not resume:  # before anything is created: a new run never mixes with an old one
+        _sh.on_process_0(lambda: _check_fresh(run_dir))
+    os.makedirs(run_dir, exist_ok=True)
     lock = RunLock(run_dir).acquire() if jax.process_index() == 0 else None  # one writer per run directory
     try:
+        if not resume and lock is not None:
+            _check_fresh(run_dir)  # again under the lock: a run that started in between
         return _train(cfg, run_dir, resume=resume, model_fn=model_fn, data=data, progress=progress,
                       stop_after=stop_after, outputs=outputs)
     except Exception as e:
@@ -247,6 +255,13 @@ def train(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_fresh(run_dir: str) -> str:
+    """:func:`~flowjax_res.train.run.check_no_run` for a new run in ``run_dir``."""
+    check_no_run(run_dir, f"pass resume=True (--resume {run_dir} on the command line) to continue it, or choose "
+                          f"another directory (nothing was written)")
+    return run_dir
 
 
 def _write_error_text(e: BaseException) -> str:

@@ -4,6 +4,8 @@ decoupled weight decay (Loshchilov & Hutter 2019, AdamW) applied to parameters o
 
 from __future__ import annotations
 
+import numbers
+
 import jax.numpy as jnp
 import optax
 
@@ -25,6 +27,22 @@ def warmup_schedule(lr: float, warmup: int) -> optax.Schedule:
     return schedule
 
 
+def check_grad_clip(grad_clip) -> float:
+    """``grad_clip`` as a float if it is a real number ``>= 0`` (``0``: no clipping,
+    ``inf``: a bound never reached); else ``TypeError``/``ValueError`` naming it. A
+    negative or NaN bound would otherwise fall through ``grad_clip > 0`` and train
+    without clipping while the caller believes it clips."""
+    real = isinstance(grad_clip, numbers.Real) or (getattr(grad_clip, "shape", None) == ()
+                                                   and jnp.issubdtype(getattr(grad_clip, "dtype", None), jnp.floating))
+    if isinstance(grad_clip, bool) or not real:  # a NumPy or JAX float scalar is a real number too
+        raise TypeError(f"grad_clip must be a real number >= 0 (0 = no clipping), got {grad_clip!r}")
+    value = float(grad_clip)
+    if not value >= 0:  # also NaN
+        raise ValueError(f"grad_clip must be >= 0 (the bound on the global gradient norm; 0 = no clipping), "
+                         f"got {grad_clip!r}")
+    return value
+
+
 def adam_with_warmup(
     lr: float,
     warmup: int,
@@ -43,7 +61,11 @@ def adam_with_warmup(
     shrinks by ``lr * weight_decay`` of itself per step, AdamW). The transformation is
     only ever given the ``nnx.Param`` leaves of a model, so power-iteration vectors and
     ActNorm flags are never decayed. Returns ``(transformation, schedule)``.
+
+    ``grad_clip`` is the bound on the global gradient norm, ``0`` for none
+    (:func:`check_grad_clip`: a negative or NaN bound is an error, not "no clipping").
     """
+    grad_clip = check_grad_clip(grad_clip)
     schedule = warmup_schedule(lr, warmup)
     parts = []
     if grad_clip > 0:

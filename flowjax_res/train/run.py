@@ -129,17 +129,54 @@ def model_rngs(cfg: TrainConfig) -> nnx.Rngs:
     return nnx.Rngs(run_key(cfg.seed, _MODEL_INIT_STREAM))
 
 
+def run_contents(path: str) -> list[str]:
+    """What of a run the directory ``path`` holds: those of ``config.json``,
+    ``metrics.jsonl`` and ``checkpoints/`` that exist in it (``[]`` when it holds none of
+    them or does not exist). Anything else (a lock file left by a run that failed before
+    writing, unrelated files) is not a run."""
+    from flowjax_res.train.checkpoint import CKPT_DIR
+    from flowjax_res.train.config import CONFIG_FILE
+    from flowjax_res.train.metrics import METRICS_FILE
+
+    found = [f for f in (CONFIG_FILE, METRICS_FILE) if os.path.isfile(os.path.join(path, f))]
+    return found + ([CKPT_DIR + "/"] if os.path.isdir(os.path.join(path, CKPT_DIR)) else [])
+
+
+def check_no_run(path: str, how: str) -> None:
+    """``FileExistsError`` (one line: the directory, what of a run it holds, ``how`` to
+    continue it or start elsewhere) when ``path`` already holds a run
+    (:func:`run_contents`): a new run written there would mix its config, metrics and
+    checkpoints with the old one's."""
+    held = run_contents(path)
+    if held:
+        raise FileExistsError(f"run directory {path!r} already exists and holds a run ({', '.join(held)}); {how}")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is one directory name (the ``--name`` of a run under ``--out``):
+    non-empty, no path separator, not ``.`` or ``..``; else ``ValueError`` naming
+    ``--name``, so that a run is never written outside ``--out``."""
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in seps | {"\0"}):
+        raise ValueError(f"--name must be one directory name inside --out (not empty, '.' or '..', no "
+                         f"{' or '.join(repr(c) for c in sorted(seps))}), got {name!r}")
+    return name
+
+
 def new_run_dir(cfg: TrainConfig, name: str | None = None) -> str:
     """A fresh directory ``<out>/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``...
-    appended if taken); with ``name``, exactly ``<out>/<name>``, which must not exist or
-    be empty (a run is never overwritten: use resume). ``cfg.out`` must not itself be a
-    run directory (runs are not nested).
+    appended if taken); with ``name`` (one directory name, :func:`check_run_name`),
+    exactly ``<out>/<name>``, which must not exist or be empty (a run is never
+    overwritten: use resume). ``cfg.out`` must not itself be a run directory (runs are not
+    nested). Every refusal comes before anything is created.
 
     In a multi-process run process 0 creates it and the others receive its path
     (:func:`~flowjax_res.train.sharding.on_process_0`): every process then writes into
     the same directory, whatever their clocks say and however late they start."""
     from flowjax_res.train.sharding import on_process_0
 
+    if name is not None:
+        check_run_name(name)
     return on_process_0(lambda: _new_run_dir(cfg, name))
 
 
@@ -151,8 +188,10 @@ def _new_run_dir(cfg: TrainConfig, name: str | None) -> str:
                          f"use --resume {cfg.out} to continue it, or another --out")
     if name is not None:
         path = os.path.join(cfg.out, name)
+        check_no_run(path, f"use --resume {path} to continue it, or another --name")
         if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-            raise FileExistsError(f"run directory {path!r} already exists and is not empty (use --resume {path} to continue it)")
+            raise FileExistsError(f"run directory {path!r} already exists and is not empty (a new run needs an empty "
+                                  f"or new directory: choose another --name)")
         os.makedirs(path, exist_ok=True)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -43,6 +43,11 @@ class DiagGaussian(nnx.Module):
         z = self.loc[...] + jnp.exp(self.log_scale[...]) * jax.random.normal(key, (n, self.dim))
         return z.reshape((n, *self.shape))
 
+    def sample_with_info(self, key, n):
+        """:meth:`sample` and the per-sample ``converged`` flags of the flows' protocol
+        (all true: the sample is explicit, there is no inverse to solve)."""
+        return self.sample(key, n), {"converged": jnp.ones((n,), bool)}
+
 
 def tiny_model_fn(cfg, data, rngs):
     return DiagGaussian(data.shape, rngs=rngs)
