@@ -186,7 +186,7 @@ def run_paper(args) -> list[dict]:
     from flowjax_res.data.registry import dataset_info
     from flowjax_res.train.loop import prepare_run, train
     from flowjax_res.train.paper_presets import paper_train_config
-    from flowjax_res.train.run import make_data
+    from flowjax_res.train.run import make_data, run_contents
 
     rows = []
     for name, presets, permutation in PAPER_MODELS:
@@ -218,7 +218,8 @@ def run_paper(args) -> list[dict]:
                 cfg = paper_train_config(preset, data_dir=args.data_dir, out=args.out,
                                          steps=args.epochs * steps_per_epoch, eval_every=10 * steps_per_epoch,
                                          ckpt_every=steps_per_epoch, **extra)
-                summary = train(cfg, str(pathlib.Path(args.out) / f"{dataset}-{name.replace(' ', '_')}"))
+                run_dir = str(pathlib.Path(args.out) / f"{dataset}-{name.replace(' ', '_')}")
+                summary = train(cfg, run_dir, resume=bool(run_contents(run_dir)))  # a rerun continues its run
                 row.update(bpd=summary["bpd"], stderr=summary["bpd_stderr"], paper=PAPER_BPD.get((name, dataset)))
             rows.append(row)
             print(json.dumps(row), flush=True)
