@@ -437,7 +437,7 @@ def _cmd_sample(args) -> int:
 
     from flowjax_res._checks import check_nonnegative_int, check_positive_int
     from flowjax_res.train import plots
-    from flowjax_res.protocol import InverseNotConvergedError
+    from flowjax_res.protocol import InverseNotConvergedError, non_convergence_message
     from flowjax_res.train.loop import draw_samples_with_info
 
     check_nonnegative_int("--seed", args.seed)
@@ -454,9 +454,7 @@ def _cmd_sample(args) -> int:
     samples, converged = draw_samples_with_info(cfg, graphdef, state, n, jax.random.key(args.seed))
     bad = int(converged.size - converged.sum())
     if bad and args.strict:
-        raise InverseNotConvergedError(
-            f"{bad} of {converged.size} samples did not converge (a fixed-point inverse reached its max_iters or "
-            f"gave non-finite values); no PNG written")
+        raise InverseNotConvergedError(non_convergence_message(bad, converged.size, "samples") + "; no PNG written")
     title = f"{cfg.model} on {cfg.dataset}, step {step}"
     if bad:
         title += f" ({bad}/{converged.size} not converged)"
@@ -465,8 +463,8 @@ def _cmd_sample(args) -> int:
     else:
         plots.plot_image_grid(out, np.asarray(samples), data.n_levels, title=title)
     if bad:
-        print(f"{PROG}: warning: {bad} of {converged.size} samples did not converge (a fixed-point inverse reached "
-              f"its max_iters or gave non-finite values); they are drawn as they are in {out}", file=sys.stderr)
+        print(f"{PROG}: warning: {non_convergence_message(bad, converged.size, 'samples')}; they are drawn as they "
+              f"are in {out}", file=sys.stderr)
     print(out)
     return 0
 

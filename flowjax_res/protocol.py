@@ -37,15 +37,20 @@ their executables.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from flowjax_res._eager import compiled
 
 __all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "InverseNotConvergedError", "InverseNotConvergedWarning",
-           "converged_per_example", "inverse_with_convergence", "report_non_convergence"]
+           "converged_per_example", "inverse_with_convergence", "non_convergence_message",
+           "report_non_convergence"]
 
 #: The methods of a :class:`Bijector` that an eager call runs compiled.
 COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_info")
@@ -141,8 +146,6 @@ def converged_per_example(info: dict, batch: int) -> jax.Array:
     (``converged``, ``finite``, ``invertible``) holds for the example. Flags with leading
     axes (a stack of blocks: ``(n, batch)``) are reduced over them; a scalar flag applies
     to every example."""
-    import jax.numpy as jnp
-
     ok = jnp.ones((batch,), bool)
     for name in _SUCCESS_FLAGS:
         if name not in info:
@@ -161,10 +164,6 @@ def inverse_with_convergence(bijector, y: jax.Array, *, key: jax.Array | None = 
     whether every solver in it succeeded (:func:`converged_per_example` of its
     ``inverse_with_info``). A bijector without ``inverse_with_info`` has a closed-form
     inverse: all True."""
-    import inspect
-
-    import jax.numpy as jnp
-
     fn = getattr(bijector, "inverse_with_info", None)
     unit = getattr(bijector, "unit", None)  # a stack of identical units: theirs decides
     if unit is not None and not callable(getattr(unit, "inverse_with_info", None)):
@@ -184,21 +183,22 @@ class InverseNotConvergedError(RuntimeError):
     """Raised instead of :class:`InverseNotConvergedWarning` in strict mode."""
 
 
+def non_convergence_message(bad: int, total: int, what: str) -> str:
+    """The one line that says ``bad`` of ``total`` ``what`` did not converge."""
+    return (f"{bad} of {total} {what} did not converge (a fixed-point inverse reached its max_iters or gave "
+            f"non-finite values)")
+
+
 def report_non_convergence(converged, what: str, *, strict: bool = False, hint: str = "") -> int:
     """Count the False entries of a concrete ``converged`` array; if any, warn
     (:class:`InverseNotConvergedWarning`) or, with ``strict``, raise
     :class:`InverseNotConvergedError`, with one line naming the counts. Returns the
     count. A traced ``converged`` (inside ``jit``) cannot be inspected: return it to the
     caller instead (e.g. ``FlowDistribution.sample_with_info``)."""
-    import warnings
-
-    import numpy as np
-
     ok = np.asarray(converged).astype(bool)
     bad = int(ok.size - ok.sum())
     if bad:
-        msg = (f"{bad} of {ok.size} {what} did not converge (a fixed-point inverse reached its max_iters or "
-               f"gave non-finite values){': ' + hint if hint else ''}")
+        msg = non_convergence_message(bad, ok.size, what) + (f": {hint}" if hint else "")
         if strict:
             raise InverseNotConvergedError(msg)
         warnings.warn(msg, InverseNotConvergedWarning, stacklevel=3)

@@ -19,6 +19,7 @@ from flax import nnx
 
 from flowjax_res._eager import compiled, is_eager
 from flowjax_res._checks import check_positive_int, check_real_array, check_shape
+from flowjax_res.protocol import inverse_with_convergence, report_non_convergence
 
 __all__ = ["StandardNormal", "DiagonalGaussian", "FlowDistribution", "sample_shape_tuple"]
 
@@ -169,7 +170,7 @@ class FlowDistribution(nnx.Module):
         levels = getattr(self.flow, "input_levels", None)
         return levels() if callable(levels) else None
 
-    def check_data(self, x, name: str = "x") -> None:
+    def check_data(self, x, name: str = "x") -> tuple[int, ...]:
         """Raise ``ValueError``/``TypeError`` (one line naming ``name``) unless ``x`` is data
         this model is defined on: a real numeric array of shape ``(*batch, *event_shape)``,
         finite, and for an image model integer levels ``0 .. n_levels - 1``
@@ -177,11 +178,12 @@ class FlowDistribution(nnx.Module):
         levels make the logit's log-det NaN, and the first batch initialises ActNorm: a
         bad batch would otherwise poison the model silently. Eager calls of
         :meth:`log_prob`, :meth:`bits_per_dim` and ``fit`` run it; inside a trace the
-        values cannot be seen and it checks the dtype and shape only."""
+        values cannot be seen and it checks the dtype and shape only. Returns the batch
+        shape."""
         check_real_array(name, x)
-        self._batch_shape(x, name)
+        batch_shape = self._batch_shape(x, name)
         if not is_eager():
-            return
+            return batch_shape
         a = np.asarray(x)
         if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
             raise ValueError(f"{name} holds {int(a.size - np.isfinite(a).sum())} NaN or infinite values "
@@ -189,12 +191,12 @@ class FlowDistribution(nnx.Module):
         check = getattr(self.flow, "check_input", None)
         if callable(check):
             check(a, name)
+        return batch_shape
 
     def _flat(self, x: jax.Array, key: jax.Array | None):
         """``x`` with one batch axis, the key to match, and the batch shape to restore."""
-        self.check_data(x)
+        batch_shape = self.check_data(x)
         x = jnp.asarray(x)
-        batch_shape = self._batch_shape(x)
         if key is not None:
             if getattr(key, "dtype", None) == jnp.uint32:  # legacy jax.random.PRNGKey key data
                 key = jax.random.wrap_key_data(key)
@@ -244,8 +246,6 @@ class FlowDistribution(nnx.Module):
         Under ``jit`` nothing can be inspected: use :meth:`sample_with_info`."""
         x, info = self.sample_with_info(key, sample_shape)
         if not isinstance(info["converged"], jax.core.Tracer):
-            from flowjax_res.protocol import report_non_convergence
-
             report_non_convergence(info["converged"], "samples", strict=strict,
                                    hint="see sample_with_info, or raise the blocks' inverse max_iters")
         return x
@@ -255,7 +255,6 @@ class FlowDistribution(nnx.Module):
         ``sample_shape``: whether every inverse of the flow succeeded for the draw (the
         fixed-point solves converged, the values are finite). Jittable."""
         from flowjax_res.ops.keys import as_typed_key
-        from flowjax_res.protocol import inverse_with_convergence
 
         shape = sample_shape_tuple(sample_shape)
         k_base, k_flow = jax.random.split(as_typed_key(key))

@@ -150,7 +150,7 @@ def fit(
     if callable(data):
         _check_data(dist, first, "data (the sampler's first batch)", levels)
     else:
-        _check_data(dist, np.asarray(data), "data", levels)
+        _check_data(dist, data, "data", levels)
     if metric is None:
         metric = "bpd" if levels else "nll"
     if labels is None and metric not in ("nll", "bpd"):
@@ -210,15 +210,16 @@ def _check_data(dist: nnx.Module, x: Any, name: str, levels: int | None) -> None
     """Training data must be what ``dist`` is defined on (``dist.check_data``: dtype,
     shape, finiteness, integer levels for an image model), and continuous data for a
     continuous model: integers there would be fitted as a density on a lattice, which
-    grows without bound instead of learning anything."""
-    check_real_array(name, x)
+    grows without bound instead of learning anything. The dtype was checked by
+    :func:`_batches`."""
+    a = np.asarray(x)
     check = getattr(dist, "check_data", None)
     if callable(check):
-        check(x, name)
-    elif np.issubdtype(np.asarray(x).dtype, np.floating) and not np.all(np.isfinite(np.asarray(x))):
+        check(a, name)
+    elif np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite: it holds NaN or infinite values")
-    if levels is None and callable(check) and np.issubdtype(np.asarray(x).dtype, np.integer):
-        raise ValueError(f"{name} holds integers ({np.asarray(x).dtype}) but dist is a continuous model (it does not "
+    if levels is None and callable(check) and np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} holds integers ({a.dtype}) but dist is a continuous model (it does not "
                          f"dequantise): pass float data, or build an image model with n_levels")
 
 
