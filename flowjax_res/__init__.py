@@ -38,7 +38,11 @@ from __future__ import annotations
 
 import importlib
 
-from flowjax_res import ops
+from flowjax_res._allocator import keep_freed_memory
+
+keep_freed_memory()  # before JAX starts its threads; see flowjax_res/_allocator.py
+
+from flowjax_res import ops  # noqa: E402
 from flowjax_res.protocol import Bijector, BijectorLike
 from flowjax_res.layers import (
     ActNorm,
