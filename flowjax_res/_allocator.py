@@ -5,8 +5,7 @@ Residual Flow step) with ``posix_memalign`` and frees them when the execution en
 serves blocks above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and returns
 them with ``munmap``, so every step touches its whole temporary buffer for the first time:
 one page fault per 4 KiB page, each zero-filled by the kernel, inside the step's
-element-wise fusions. On a 2-core machine that is a third of an image step's time
-(benchmarks/README.md, "the allocator").
+element-wise fusions (measured in benchmarks/README.md, "Host allocator").
 
 :func:`keep_freed_memory` asks glibc (``mallopt``) to serve large blocks from the heap
 (``M_MMAP_MAX = 0``), to keep freed memory instead of trimming it (``M_TRIM_THRESHOLD``),
@@ -46,10 +45,10 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    _applied = False
     choice = os.environ.get(ENV_VAR, "keep").strip().lower()
     if choice not in ("keep", "system"):
         raise ValueError(f"{ENV_VAR} must be 'keep' (the default) or 'system'; got {choice!r}")
+    _applied = False
     if choice == "system" or not sys.platform.startswith("linux"):
         return False
     try:

@@ -1,11 +1,17 @@
 """Probe for tests/test_allocator.py: minor page faults per call of a jitted program
 whose temporaries (64 MiB matrices) exceed glibc's largest mmap threshold."""
-import os, resource, sys, json
-import jax, jax.numpy as jnp
+import json
+import os
+import resource
+
+import jax
+import jax.numpy as jnp
+
 if os.environ.get("PROBE_ORDER") == "jax_first":
     jax.jit(lambda x: x * 2)(jnp.ones(10)).block_until_ready()
-import flowjax_res
-from flowjax_res import _allocator
+import flowjax_res  # noqa: E402,F401  (the import applies the allocator settings)
+from flowjax_res import _allocator  # noqa: E402
+
 n = 4096  # 64 MiB per float32 matrix, above glibc's largest mmap threshold (32 MiB)
 f = jax.jit(lambda x: jnp.sum(jnp.tanh(x @ x)))
 x = jnp.ones((n, n)) / n

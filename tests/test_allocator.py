@@ -40,17 +40,10 @@ def test_import_after_jax_ran_warns():
     assert "imported after JAX ran a computation" in err
 
 
-def test_bad_value_is_named():
+def test_bad_value_is_named(monkeypatch):
     from flowjax_res import _allocator
 
-    saved, os.environ[_allocator.ENV_VAR] = os.environ.get(_allocator.ENV_VAR), "fast"
-    applied, _allocator._applied = _allocator._applied, None
-    try:
-        with pytest.raises(ValueError, match="FLOWJAX_RES_MALLOC must be 'keep'"):
-            _allocator.keep_freed_memory()
-    finally:
-        _allocator._applied = applied
-        if saved is None:
-            del os.environ[_allocator.ENV_VAR]
-        else:
-            os.environ[_allocator.ENV_VAR] = saved
+    monkeypatch.setenv(_allocator.ENV_VAR, "fast")
+    monkeypatch.setattr(_allocator, "_applied", None)
+    with pytest.raises(ValueError, match="FLOWJAX_RES_MALLOC must be 'keep'"):
+        _allocator.keep_freed_memory()
