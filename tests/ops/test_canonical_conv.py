@@ -29,7 +29,9 @@ def _x64():
         yield
 
 
-@pytest.mark.parametrize("channels", [(3, 4), (4, 2)])  # the kernel cotangent's two forms
+# the kernel cotangent's two forms; odd C_in (3, 5) takes the patch product in the forward
+# pass, (2, 3) in the input cotangent (a convolution 3 -> 2)
+@pytest.mark.parametrize("channels", [(3, 4), (4, 2), (2, 3), (5, 4)])
 @pytest.mark.parametrize(("ksize", "pads"), PADS)
 def test_values_and_derivatives_match_lax(ksize, pads, channels):
     k = jax.random.split(jax.random.key(0), 5)
@@ -132,3 +134,15 @@ def test_drop_in_routes_and_falls_back():
     assert canonical_padding("SAME", (5, 5), (3, 3)) == ((1, 1), (1, 1))
     assert canonical_padding("SAME", (5, 5), (2, 2)) == ((0, 1), (0, 1))
     assert canonical_padding(((3, 3), (0, 0)), (5, 5), (3, 3)) is None
+
+
+@pytest.mark.parametrize(("c_in", "patches"), [(1, False), (2, False), (3, True), (4, False), (7, True), (9, False)])
+def test_small_odd_input_channels_use_the_patch_product(c_in, patches):
+    """A spatial kernel with an odd C_in below 8 lowers to one matrix product of patches (no
+    convolution op); a 1x1 kernel and other channel counts stay a canonical convolution."""
+    x = jnp.ones((2, 6, 6, c_in), jnp.float32)
+    for ksize, expect in (((3, 3), patches), ((1, 1), False)):
+        w = jnp.ones((*ksize, c_in, 8), jnp.float32)
+        pads = tuple(((k - 1) // 2, k // 2) for k in ksize)
+        hlo = jax.jit(lambda x, w: canonical_conv(x, w, pads)).lower(x, w).as_text(dialect="hlo")
+        assert ("convolution(" not in hlo) == expect, (c_in, ksize)
