@@ -1,9 +1,10 @@
 """Figures of 2-D distributions: the learned density with axes and a colour bar, beside
 the data and the model's samples.
 
-Functions return a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no global
-figure state, no backend switch): a notebook shows it when it is the value of a cell,
-and ``fig.savefig(path)`` writes it anywhere.
+Functions return a :class:`~flowjax_res.figures.FlowFigure` (a ``matplotlib`` figure built
+without ``pyplot``: no global figure state, no backend switch): a notebook shows it when it
+is the value of a cell, through its PNG representation, and ``fig.savefig(path)`` writes it
+anywhere.
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def density_figure(xx: np.ndarray, yy: np.ndarray, log_prob: np.ndarray, *, data
     """A figure of the density ``exp(log_prob)`` on the grid ``(xx, yy)`` (with a colour
     bar, axes in data units), preceded by a histogram of ``data`` and followed by one of
     ``samples`` when given (same axes and density scale)."""
-    from matplotlib.figure import Figure
+    from flowjax_res.figures import new_figure
 
     panels = [p for p in ("data", "model", "samples") if p == "model" or {"data": data, "samples": samples}[p] is not None]
-    fig = Figure(figsize=(4.6 * len(panels), 4.0), layout="constrained")
+    fig = new_figure(figsize=(4.6 * len(panels), 4.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     lim = float(np.max(np.abs(xx)))
     p = np.exp(np.nan_to_num(np.asarray(log_prob, np.float64).reshape(xx.shape), nan=-np.inf))
@@ -118,10 +119,10 @@ def plot_density(dist: Any, data: np.ndarray | None = None, *, lim: float | None
 
 def plot_samples(samples: np.ndarray, *, lim: float | None = None, title: str = "samples"):
     """A scatter of 2-D samples with axes; returns the figure."""
-    from matplotlib.figure import Figure
+    from flowjax_res.figures import new_figure
 
     samples = np.asarray(samples)
-    fig = Figure(figsize=(4.2, 4.0), layout="constrained")
+    fig = new_figure(figsize=(4.2, 4.0), layout="constrained")
     ax = fig.subplots()
     if lim is None:
         lim = float(np.nanpercentile(np.abs(samples), 99.5)) * 1.1 if len(samples) else 1.0

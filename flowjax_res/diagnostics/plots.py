@@ -116,9 +116,9 @@ class _Figures:
 
     @staticmethod
     def subplots(nrows: int, ncols: int, *, figsize, squeeze: bool = True):
-        from matplotlib.figure import Figure
+        from flowjax_res.figures import new_figure
 
-        fig = Figure(figsize=figsize)
+        fig = new_figure(figsize=figsize)
         return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
     @staticmethod

@@ -39,7 +39,7 @@ def plot_image_grid(path: str, images: np.ndarray, n_levels: int | None = None, 
 def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: str = "samples",
                       cols: int | None = None):
     """The figure of :func:`plot_image_grid`."""
-    from matplotlib.figure import Figure
+    from flowjax_res.figures import new_figure
 
     images = np.asarray(images, dtype=np.float32)
     hi = float(n_levels - 1) if n_levels else 1.0
@@ -47,7 +47,7 @@ def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: st
     n = len(images)
     cols = cols or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(cols, rows + 0.4), layout="constrained")
+    fig = new_figure(figsize=(cols, rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
