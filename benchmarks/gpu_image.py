@@ -6,8 +6,8 @@ One command on a lent GPU (the device machine's ``python3`` has JAX with CUDA):
 
     PYTHONPATH=. python3 benchmarks/gpu_image.py --max-minutes 7
 
-and on a CPU the same code path on a shrunken model (7.4 minutes on 2 shared cores at load ~10,
-most of it compiling the paper graph: about 75 s per step, 40 s per evaluation; the slow test
+and on a CPU the same code path on a shrunken model (5.4-7.4 minutes on 2 shared cores at load 10-14,
+most of it compiling the paper graph: 55-80 s per step, 40 s per evaluation; the slow test
 ``tests/test_gpu_image.py`` runs it):
 
     python benchmarks/gpu_image.py --smoke
