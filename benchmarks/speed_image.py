@@ -121,8 +121,11 @@ def make_data(cfg):
     return Data("image", tuple(info.shape), RandomImages(info.shape, cfg.batch_size), test, info, info.n_levels)
 
 
-def build_ours(name, devices=1):
-    cfg = train_config(name, devices=devices)
+def build_ours(name, devices=1, cfg=None):
+    """Our model, state and step as ``flowjax-res train`` builds them for ``cfg`` (default:
+    :func:`train_config` of the configuration ``name``), random images standing in for the
+    data."""
+    cfg = cfg or train_config(name, devices=devices)
     data = make_data(cfg)
     t0 = time.perf_counter()
     graphdef, state, step, put, mesh = prepare_run(cfg, data)
@@ -140,8 +143,24 @@ def time_steps(o, n, warmup=1, start=1):
         jax.block_until_ready(m["loss"])
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        o["metrics"] = m  # the last step's metrics, for finiteness checks
     o["state"] = state
     return times
+
+
+def xla_flops(compiled):
+    """FLOPs of a compiled function by XLA's cost analysis (a loop body counted once)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", math.nan))
+
+
+def xla_memory_bytes(compiled):
+    """Bytes a compiled function holds at once by XLA's memory analysis: arguments +
+    temporaries + outputs, less the outputs aliased to arguments."""
+    mem = compiled.memory_analysis()
+    return (mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
+            - mem.alias_size_in_bytes)
 
 
 def conv_flops(cfg, shape, batch, passes):
@@ -151,7 +170,7 @@ def conv_flops(cfg, shape, batch, passes):
     (forward-over-reverse; see speed_toy.matmul_flops): ``passes = 1 + terms + 6``."""
     from flowjax_res.flows.multiscale import multiscale_shapes
 
-    mc = image_flow_config("resflow", cfg.preset, n_levels=256)
+    mc = image_flow_config("resflow", cfg.preset, n_levels=256, **cfg.model_overrides())
     total = 0
     for h, w, c in multiscale_shapes(shape, mc.n_scales, factor_out=mc.factor_out, initial_squeeze=mc.initial_squeeze):
         chans = [c, *([mc.hidden_channels] * (len(mc.kernel_sizes) - 1)), c]
@@ -214,21 +233,43 @@ def profile_split(o):
     return f, pi
 
 
-def time_sample_eval(o, n_sample, n_eval):
+def time_sampling(o, n):
+    """``draw_samples`` of ``n`` images, as the command line draws them: the first call
+    (compilation included) and a second, timed one; ``s_per_1000`` extrapolates the second
+    to 1,000 images (it includes the per-call fixed cost: the evaluation-mode Lipschitz
+    convergence)."""
+    cfg, graphdef, state = o["cfg"], o["graphdef"], o["state"]
+    t0 = time.perf_counter()
+    draw_samples(cfg, graphdef, state, n, jax.random.key(0))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    s = draw_samples(cfg, graphdef, state, n, jax.random.key(1))
+    dt = time.perf_counter() - t0
+    return dict(n=n, first_call_s=first, s=dt, s_per_1000=dt * 1000.0 / n, finite=bool(np.all(np.isfinite(s))))
+
+
+def time_evaluation(o, n):
+    """``evaluate`` (bits/dim, the evaluation estimator) of ``n`` test images in one batch:
+    the first call (compilation included) and a second, timed one, extrapolated to 1,000
+    images as :func:`time_sampling`."""
     from flowjax_res.train.evaluate import evaluate
 
-    cfg, graphdef, state = o["cfg"], o["graphdef"], o["state"]
-    draw_samples(cfg, graphdef, state, n_sample, jax.random.key(0))  # compile
+    graphdef, state = o["graphdef"], o["state"]
+    data = o["data"].test[:n]
+    kw = dict(kind="bpd", batch_size=n)
     t0 = time.perf_counter()
-    s = draw_samples(cfg, graphdef, state, n_sample, jax.random.key(1))
-    sample_s = (time.perf_counter() - t0) * 1000.0 / n_sample
-    data = o["data"].test[:n_eval]
-    kw = dict(kind="bpd", batch_size=n_eval)
-    evaluate(graphdef, state.params, state.rest, data, jax.random.key(0), **kw)  # compile
+    evaluate(graphdef, state.params, state.rest, data, jax.random.key(0), **kw)
+    first = time.perf_counter() - t0
     t0 = time.perf_counter()
     ev = evaluate(graphdef, state.params, state.rest, data, jax.random.key(1), **kw)
-    eval_s = (time.perf_counter() - t0) * 1000.0 / n_eval
-    return sample_s, eval_s, bool(np.all(np.isfinite(s))), ev["n_nonfinite"] == 0
+    dt = time.perf_counter() - t0
+    return dict(n=n, first_call_s=first, s=dt, s_per_1000=dt * 1000.0 / n, finite=ev["n_nonfinite"] == 0,
+                bpd=ev["bpd"])
+
+
+def time_sample_eval(o, n_sample, n_eval):
+    s, e = time_sampling(o, n_sample), time_evaluation(o, n_eval)
+    return s["s_per_1000"], e["s_per_1000"], s["finite"], e["finite"]
 
 
 def time_eval_peer_estimator(o, n_eval):
@@ -297,9 +338,6 @@ def main() -> None:
         time_steps(o1, 0, warmup=1, start=0)
         compile_s = time.perf_counter() - t0
         compiled = o1["step"].lower(o1["state"], o1["put"](o1["data"].batches.batch(0)), jax.random.key(0)).compile()
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        mem = compiled.memory_analysis()
         on = o1
         if args.devices > 1 and jax.default_backend() == "cpu":
             on = build_ours(name, devices=args.devices)
@@ -327,10 +365,9 @@ def main() -> None:
         row = dict(config=name, shape=list(info.shape), preset=c["preset"], batch=c["batch"],
                    ours_params=int(sum(x.size for x in jax.tree.leaves(o1["state"].params))),
                    build_s=o1["build_s"], compile_s=compile_s, ours_1dev_ms=ms1, ours_ms=msn, devices=on["cfg"].devices,
-                   xla_flops_compiled=float(cost.get("flops", math.nan)), hand_gflop=flops / 1e9,
+                   xla_flops_compiled=xla_flops(compiled), hand_gflop=flops / 1e9,
                    ours_gflops=flops / 1e9 / (best / 1e3), peak_gflops=peak,
-                   xla_mem_mib=(mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
-                                - mem.alias_size_in_bytes) / 2**20,
+                   xla_mem_mib=xla_memory_bytes(compiled) / 2**20,
                    forward_ms=1e3 * fwd_s, power_ms=1e3 * pi_s, images_per_s=c["batch"] / (best / 1e3),
                    sample_s_per_1000=sample_s, eval_s_per_1000=eval_s,
                    eval_1probe_s_per_1000=eval1_s, sample_finite=sample_ok, eval_finite=eval_ok,
