@@ -4,7 +4,7 @@
 the flag's help text, its group in ``--help`` and, where the field's type does not say
 it, how the flag's text becomes the field's value. A :class:`~flowjax_res.train.config.TrainConfig`
 field is so declared once, and ``flowjax-res train`` builds its flags from
-``dataclasses.fields`` (:func:`flowjax_res.cli.add_config_options`): a field with an
+``dataclasses.fields`` (``flowjax_res.cli._add_config_options``): a field with an
 ``option(...)`` is a flag, a plain field is not.
 
 The parsers below turn the text of the flags whose values are not plain ``int``,
