@@ -1,4 +1,4 @@
-"""Cross-check against the peer `normflows` (PyTorch) on identical weights (issue 6):
+"""Cross-check against the peer `normflows` (PyTorch) on identical weights:
 exact log-det and forward output to 1e-5, and Russian-roulette estimator statistics
 within sampling error.
 

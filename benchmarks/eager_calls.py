@@ -1,9 +1,9 @@
-"""Eager training-mode log_prob calls in a loop (issue 35): compilations, memory maps
+"""Eager training-mode log_prob calls in a loop: compilations, memory maps
 and RSS before/after, time per call against the same call under ``nnx.jit``.
 
     PYTHONPATH=. python benchmarks/eager_calls.py [--calls 1000] [--fit-steps 1500 --estimates 300]
 
-With ``--fit-steps`` > 0 it also runs the issue's loop: ``fr.fit`` on moons, then
+With ``--fit-steps`` > 0 it also runs a user's loop: ``fr.fit`` on moons, then
 ``--estimates`` training-mode estimates of the batch NLL in a plain loop, compared with
 the jitted call (max absolute difference).
 """

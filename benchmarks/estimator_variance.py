@@ -1,4 +1,4 @@
-"""Bias, standard deviation and cost of the residual log-det estimators (issue 6).
+"""Bias, standard deviation and cost of the residual log-det estimators.
 
 Two studies with :func:`flowjax_res.diagnostics.block_study`, for Lipschitz coefficients
 c = 0.5, 0.9, 0.98 on a dense 2-D block, a dense 16-D block and a small conv block

@@ -6,7 +6,7 @@ largest singular value of every scaled kernel (float64 SVD of what the layer app
 measured. Reported: the worst ``sigma_true / c`` over the run and the power iterations the
 forward passes took. Schedules (``--variants``, ``vectors:max_iters``):
 
-  1:1     one vector, one iteration per forward pass (the former schedule; normflows')
+  1:1     one vector, one iteration per forward pass (normflows' schedule)
   1:100   one vector converged to rtol 1e-3 (the Residual Flows code's --sn-tol)
   2:100   a 2-vector block with Rayleigh-Ritz
   4:100   a 4-vector block (the library's default for layers wider than 32 units)

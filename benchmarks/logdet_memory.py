@@ -1,6 +1,6 @@
 """Temporary memory of one training step vs the number of log-det series terms.
 
-Issue 2, acceptance 6. A conv residual block g (3x3 conv -> LipSwish -> 1x1 conv ->
+A conv residual block g (3x3 conv -> LipSwish -> 1x1 conv ->
 LipSwish -> 3x3 conv) on a batch of images; one step is ``value_and_grad`` of
 ``mean(-log_det - log N(x + g(x)))`` w.r.t. the parameters, with the ``"series"``
 estimator at a fixed ``n_terms`` so that the count is controlled. The figure is XLA's

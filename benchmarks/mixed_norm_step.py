@@ -1,5 +1,5 @@
-"""Time one training step with induced mixed norms against spectral norms (issue 12,
-acceptance 4), side by side in one run.
+"""Time one training step with induced mixed norms against spectral norms, side by side
+in one run.
 
 Models (the library's builders, trained by :func:`flowjax_res.train.step.make_train_step`,
 jitted, warm, ``block_until_ready``; rounds alternate the variants so that machine noise

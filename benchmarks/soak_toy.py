@@ -1,4 +1,4 @@
-"""Soak test (issue 16, acceptance 2): a long training run on a toy density through
+"""Soak test: a long training run on a toy density through
 ``flowjax_res.train.loop.train`` with every safety mechanism on (update guard, divergence
 rule, lock, checkpoints), recording the skipped steps and the resident memory (RSS, from
 ``/proc/self/status``) sampled once a second with the step reached.

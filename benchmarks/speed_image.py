@@ -1,6 +1,5 @@
 """Image Residual Flows: time a training step, sampling and evaluation of ours (JAX) and of
-the same configuration built from `normflows` (PyTorch) parts, side by side in one run
-(issue 17).
+the same configuration built from `normflows` (PyTorch) parts, side by side in one run.
 
 Configurations (multi-scale convolutional Residual Flow, ``--preset`` of the command line):
   mnist-small : 28x28x1, preset small (2 scales x 3 blocks, 32 channels, 2 FC blocks), batch 64

@@ -1,6 +1,6 @@
 """Time one training step of a dense Residual Flow on 2-D data: ours (JAX, jitted)
 against the same configuration in the `normflows` PyTorch package, side by side in
-one run (issue: models/training, acceptance 5).
+one run.
 
 Configurations (Chen et al. 2019 toy settings):
   small : 8 blocks of 2-128-128-2, batch 256

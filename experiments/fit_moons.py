@@ -1,6 +1,6 @@
 """The README's moons example (``fr.fit`` with its defaults) at N and 10 N steps.
 
-Acceptance 1 of issue 15: the 10-line example must reach a test NLL within 0.15 nats of
+The 10-line example should reach a test NLL within 0.15 nats of
 what the same model reaches with 10x the steps. Writes
 ``experiments/results/fit_moons.json``.
 

@@ -31,119 +31,27 @@ class _UsageError(Exception):
     pass
 
 
-# Options of ``train`` that map to TrainConfig fields (dest == field name).
-_TRAIN_FIELDS = (
-    "dataset", "model", "preset", "steps", "batch_size", "lr", "warmup", "grad_clip", "weight_decay", "optimizer",
-    "ema_decay", "seed", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "eval_batch_size", "n_test",
-    "estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "lipschitz_tol", "lipschitz_max_iters",
-    "permutation", "decomposition", "coupling", "out",
-    "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips", "divergence_loss", "model_args",
-    "norm_orders", "learn_p", "mixed_bound", "task", "hybrid_lambda",
-)
-# Fields that may change when a run is resumed (nothing that alters the trajectory; data_dir:
-# the same prepared data may have moved): flowjax_res.train.config.RESUMABLE_FIELDS.
 _MAX_HOST_DEVICES = 256  # CPU devices simulated for --devices on a machine without GPU/TPU
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from flowjax_res.train.config import TrainConfig
+def build_parser(config_cls: type | None = None) -> argparse.ArgumentParser:
+    """The ``flowjax-res`` parser; the flags of ``train`` that set config fields come from
+    the fields of ``config_cls`` (default :class:`~flowjax_res.train.config.TrainConfig`)
+    declared with :func:`~flowjax_res.train.options.option`."""
+    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS
+    from flowjax_res.train.config import OPTION_GROUPS, TrainConfig
 
-    d = TrainConfig()
     p = _Parser(prog=PROG, description="Train, evaluate and sample invertible residual flows.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,eval,sample,reconstruct,lipschitz,variance}")
 
     t = sub.add_parser("train", help="train a flow (default: a Residual Flow on 8gaussians)")
-    g = t.add_argument_group("data and model")
-    g.add_argument("--dataset", help="a toy density (8gaussians, moons, ...), an embedded image set (digits, mnist5k) "
-                                     "or a TFDS set read from --data-dir (mnist, mnist32x3, cifar10, imagenet32, "
-                                     f"imagenet64, celeba) (default {d.dataset})")
-    g.add_argument("--data-dir", help="TFDS data directory with prepared TFDS sets (default $TFDS_DATA_DIR or "
-                                      "~/tensorflow_datasets); prepare with `tfds build NAME --data_dir DIR "
-                                      "--file_format array_record` or `python -m flowjax_res.data.tfds_local`")
-    g.add_argument("--model", help=f"'resflow', 'iresnet' or 'glow'; with --task classify 'iresnet' or 'vanilla' "
-                                   f"(the same classifier without the Lipschitz constraint) (default {d.model})")
-    g.add_argument("--task", help="density (default: maximum likelihood), classify (the i-ResNet classifier: "
-                                  "-log p(y|x)) or hybrid (a flow with a classifier head on its latent: "
-                                  "-(lambda log p(x) + log p(y|x))); classify and hybrid need labelled images "
-                                  "(digits, mnist5k, mnist, mnist32x3, cifar10)")
-    g.add_argument("--lambda", dest="hybrid_lambda", type=_lambda_arg, metavar="L|1/D",
-                   help="the weight of log p(x) in the hybrid objective: a number >= 0 or 1/D (D: the dimension "
-                        "of an image); 0 trains a pure classifier on the flow's features (default 1)")
-    g.add_argument("--preset", help=f"model size preset: tiny, small, paper (default {d.preset}); or an official "
-                                    "run, which also sets the model, data set and training settings not given: "
-                                    "paper-mnist, paper-cifar10, paper-imagenet32, paper-imagenet64, paper-celebahq "
-                                    "(Residual Flows), iresnet-cifar10, iresnet-mnist, emerging-cifar10, "
-                                    "emerging-imagenet32; with their task: iresnet-classify-cifar10, "
-                                    "hybrid-resflow-mnist, hybrid-glow-mnist")
-    g = t.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, help=f"total optimiser steps (default {d.steps})")
-    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--warmup", type=int, help=f"linear warm-up steps (default {d.warmup})")
-    g.add_argument("--grad-clip", type=float, help=f"global-norm clip, 0 = none (default {d.grad_clip})")
-    g.add_argument("--weight-decay", type=float, help=f"decoupled weight decay (default {d.weight_decay})")
-    g.add_argument("--optimizer", help=f"adam, adamax or sgd (momentum --beta1 0.9) (default {d.optimizer})")
-    g.add_argument("--ema-decay", type=float, help="EMA of weights for eval/sampling, 0 = off (default 0.99 for toy data, 0.999 for images)")
-    g.add_argument("--seed", type=int, help=f"default {d.seed}")
-    g = t.add_argument_group("log-det estimator and Lipschitz constraint (default: the preset's)")
-    g.add_argument("--estimator", help="roulette (unbiased, Residual Flows), series (truncated, i-ResNet) or exact")
-    g.add_argument("--n-exact-terms", type=int, help="terms always evaluated before the roulette")
-    g.add_argument("--n-terms", type=int, help="series terms (truncated estimator)")
-    g.add_argument("--n-probes", type=int, help="Hutchinson probes per example")
-    g.add_argument("--coeff", type=float, help="Lipschitz coefficient c in (0, 1)")
-    g.add_argument("--lipschitz-tol", type=float,
-                   help="tolerance (relative, on the estimated error) of the power iteration every training forward "
-                        "pass converges before normalising a Lipschitz layer (default 1e-3)")
-    g.add_argument("--lipschitz-max-iters", type=int, help="bound on those power iterations (default 100)")
-    g.add_argument("--norm-orders", metavar="P1,P2,...",
-                   help="induced mixed norms (Residual Flows Sec. 3.4): the orders of the domains of each block's "
-                        "layers, in [1, inf] (one order for all, one per layer, or the official vnorms form '2222'); "
-                        "default: spectral norms (2 everywhere)")
-    g.add_argument("--learn-p", action="store_true", default=None,
-                   help="learn the orders (starting from --norm-orders, default 2) through the training loss")
-    g.add_argument("--mixed-bound", choices=("power", "certified"),
-                   help="how a mixed norm without closed form is computed: certified (default; a Riesz-Thorin upper "
-                        "bound, the Lipschitz bound holds by construction) or power (the paper's generalised "
-                        "power method, an estimate from below)")
-    g.add_argument("--set", dest="model_args", action="append", type=_model_arg, metavar="FIELD=VALUE",
-                   help="any other field of the model's config, repeatable; VALUE is read as JSON when it parses "
-                        "(e.g. --set n_blocks=4 --set actnorm=false --set hidden=[64,64] --set batch_chunks=2), "
-                        "else as a string")
-    g = t.add_argument_group("Glow (--model glow, image data only)")
-    g.add_argument("--permutation", help="reverse, shuffle, 1x1 (Glow's default), emerging (emerging conv + 1x1) or periodic")
-    g.add_argument("--decomposition", help="of the 1x1 convolutions: none (default), plu or qr")
-    g.add_argument("--coupling", help="affine (default) or additive")
-    g = t.add_argument_group("run")
-    g.add_argument("--out", help=f"parent directory of runs (default {d.out})")
+    groups = _add_config_options(t, config_cls or TrainConfig, OPTION_GROUPS, choices={"mixed_bound": MIXED_BOUNDS})
+    g = groups["run"]
     g.add_argument("--name", help="run directory name under --out: one directory name, no path separator "
                                   "(default <dataset>-<model>-<time>)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint (--steps may extend it)")
-    g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
-    g.add_argument("--eval-every", type=int, help=f"evaluate on the test set every this many steps and at the end; "
-                                                 f"0 = never while training (default {d.eval_every})")
-    g.add_argument("--ckpt-every", type=int, help=f"default {d.ckpt_every}")
-    g.add_argument("--keep-ckpts", type=int, help=f"default {d.keep_ckpts}")
-    g.add_argument("--eval-batch-size", type=int, help=f"default {d.eval_batch_size}")
-    g.add_argument("--n-test", type=int, help=f"test points for toy data (default {d.n_test})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--divergence-skips", type=int, help=f"stop the run after this many consecutive skipped (non-finite) "
-                                                         f"steps, 0 = never (default {d.divergence_skips})")
-    g.add_argument("--divergence-loss", type=float, help="stop the run when a step's loss exceeds the median of the "
-                                                         "previous 100 by more than this (nats or bits/dim), 0 = never "
-                                                         f"(default {d.divergence_loss:g})")
-    g = t.add_argument_group("devices (the numbers of a run do not depend on them; a run may resume on others)")
-    g.add_argument("--devices", type=_devices_arg, metavar="N|all",
-                   help="shard each batch over the first N devices, or all (default 1; all with --distributed); "
-                        "--batch-size must divide by N; on a machine without GPU/TPU, N CPU devices are created "
-                        "(one per core is useful)")
-    g.add_argument("--mesh-shape", type=_mesh_shape_arg, metavar="D[,M]",
-                   help="device mesh (data[, model]) instead of --devices: M > 1 splits large parameters over M devices")
-    g.add_argument("--distributed", action="store_true", default=None,
-                   help="multi-process run (several hosts, or several processes of one host): start the same "
-                        "command in every process; it calls jax.distributed.initialize first (also "
-                        "FLOWJAX_DISTRIBUTED=1). On SLURM, Open MPI, Cloud TPU and Kubernetes it finds the other "
-                        "processes itself; elsewhere give the three options below (or set JAX_COORDINATOR_ADDRESS, "
-                        "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+    g = groups["devices"]
     g.add_argument("--coordinator-address", metavar="HOST:PORT",
                    help="with --distributed (implied): the address of process 0 and a free port on it, the same "
                         "in every process (default $JAX_COORDINATOR_ADDRESS, else detected from the cluster)")
@@ -208,49 +116,80 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_arg(text: str) -> tuple[str, object]:
-    import json
+def _add_config_options(parser: argparse.ArgumentParser, config_cls: type, group_titles: dict[str, str], *,
+                        choices: dict[str, tuple] | None = None) -> dict[str, argparse._ArgumentGroup]:
+    """Add a flag to ``parser`` for every field of the dataclass ``config_cls`` declared with
+    :func:`~flowjax_res.train.options.option`, in field order within the groups of
+    ``group_titles`` (key -> title, in ``--help`` order); returns the groups by key.
 
-    name, sep, value = text.partition("=")
-    name = name.strip()
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"must be FIELD=VALUE with a config field name, got {text!r}")
-    try:
-        return name, json.loads(value)
-    except ValueError:
-        return name, value
+    Every flag's argparse default is ``None`` ("not given", so that the config's own
+    default, or a preset's, applies) and its ``dest`` is the field name. The type of the
+    value comes from the option's ``parse`` or else the field's annotation: ``int``,
+    ``float``, ``str`` (``None`` allowed), ``bool`` as a switch that sets ``True``.
+    ``choices`` gives argparse choices by field name, for fields whose choices the config
+    does not list itself.
+    """
+    import dataclasses
+    import typing
+
+    from flowjax_res.train.options import field_option
+
+    groups = {key: parser.add_argument_group(title) for key, title in group_titles.items()}
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        opt = field_option(f)
+        if opt is None:
+            continue
+        if opt.group not in groups:
+            raise ValueError(f"option group {opt.group!r} of field {f.name!r} must be one of {sorted(groups)}")
+        default = None if f.default is dataclasses.MISSING else f.default
+        kwargs: dict = dict(dest=f.name, help=opt.help_text(default).replace("%", "%%"))
+        if opt.metavar is not None:
+            kwargs["metavar"] = opt.metavar
+        allowed = (choices or {}).get(f.name, opt.choices)
+        if allowed is not None:
+            kwargs["choices"] = allowed() if callable(allowed) else allowed
+        if opt.repeat is not None:
+            kwargs["action"] = "append"
+        base = _plain_type(hints[f.name])
+        if opt.parse is not None:
+            kwargs["type"] = opt.parse
+        elif base is bool and opt.repeat is None:
+            kwargs.update(action="store_true", default=None)
+        elif base in (int, float):
+            kwargs["type"] = base
+        elif base is not str:
+            raise TypeError(f"field {f.name!r} of {config_cls.__name__} has type {hints[f.name]}: its option needs "
+                            f"parse= (text -> value)")
+        groups[opt.group].add_argument(opt.flag or "--" + f.name.replace("_", "-"), **kwargs)
+    return groups
 
 
-def _lambda_arg(text: str) -> float | str:
-    from flowjax_res.flows.hybrid import resolve_lambda
+def _plain_type(hint):
+    """``X`` of ``X | None`` (and ``X`` itself); other unions unchanged."""
+    import types
+    import typing
 
-    try:
-        resolve_lambda(text, 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 or 1/D, got {text!r}") from None
-    return "1/D" if text.strip().replace(" ", "").upper() == "1/D" else float(text)
-
-
-def _devices_arg(text: str) -> int:
-    if text.strip().lower() == "all":
-        return 0
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}")
-    return n
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
-def _mesh_shape_arg(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) not in (1, 2) or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"must be D or D,M with positive integers (data, model), got {text!r}")
-    return shape
+def _config_values(args: argparse.Namespace, config_cls: type) -> dict:
+    """The config fields given on the command line (``None``: not given), repeated flags'
+    values collected by their option's ``repeat``."""
+    import dataclasses
+
+    from flowjax_res.train.options import field_option
+
+    given = {}
+    for f in dataclasses.fields(config_cls):
+        opt = field_option(f)
+        value = getattr(args, f.name, None) if opt is not None else None
+        if value is not None:
+            given[f.name] = opt.repeat(value) if opt.repeat is not None else value
+    return given
 
 
 def _host_devices_for(cfg) -> None:
@@ -287,9 +226,7 @@ def _cmd_train(args) -> int:
     from flowjax_res.train.loop import run_mesh, train
     from flowjax_res.train.run import check_run_name, make_data, new_run_dir
 
-    given = {f: getattr(args, f) for f in _TRAIN_FIELDS if getattr(args, f) is not None}
-    if "model_args" in given:
-        given["model_args"] = dict(given["model_args"])
+    given = _config_values(args, TrainConfig)
     processes = {k: getattr(args, k) for k in ("coordinator_address", "num_processes", "process_id")}
     if args.distributed is None and (any(v is not None for v in processes.values()) or distributed_requested()):
         given["distributed"] = True  # the options (or FLOWJAX_DISTRIBUTED=1) ask for a multi-process run

@@ -1,5 +1,5 @@
 """Estimator diagnostics: bias, variance and cost of the residual log-det estimators
-and their gradients (issue 6), as tables and figures.
+and their gradients, as tables and figures.
 
 Sits above :mod:`flowjax_res.flows` (it inspects models); nothing below imports it.
 """

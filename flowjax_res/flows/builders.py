@@ -51,6 +51,7 @@ from flowjax_res.flows.distribution import DiagonalGaussian, FlowDistribution, S
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
 from flowjax_res.flows.preprocess import Dequantize, Logit, Scale
 from flowjax_res.flows.stacked import ResidualStack
+from flowjax_res.flows.tasks import TASKS
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.residual import DENSE_INITS, InverseConfig, LogDetConfig, ResidualBlock
 
@@ -92,8 +93,8 @@ class _BlockFields:
     :data:`SCAN_MIN_BLOCKS` convolutional blocks (long stacks are scanned for their
     compile time: the paper presets' 16 blocks per scale). Convolutions run through
     :func:`~flowjax_res.ops.canonical_conv.canonical_conv`, whose derivatives stay fast in a
-    loop body on XLA's CPU backend (before it, a convolution gradient in a loop was about
-    10x slower than unrolled: benchmarks/README.md, issue 17). ``scan_unroll``: units per
+    loop body on XLA's CPU backend (a plain convolution gradient in a loop body is an order of
+    magnitude slower than unrolled: benchmarks/README.md). ``scan_unroll``: units per
     iteration of each stack's loop (``True``: the whole stack, no loop, at the price of
     compile time; the parameters stay stacked); ``None`` (default): 1, a loop.
     """
@@ -461,9 +462,9 @@ SCAN_MIN_BLOCKS = 4
 
 
 def _conv_unroll(cfg: _BlockFields) -> int | bool:
-    """``scan_unroll`` of a convolutional stack (``None``: 1, a loop; the paper image preset
-    on 28x28x1, batch 4: first step 50 s and 10 s/step looped, measured after
-    :mod:`~flowjax_res.ops.canonical_conv`; fully unrolled stacks compiled for over 2 min)."""
+    """``scan_unroll`` of a convolutional stack (``None``: 1, a loop: the unit compiles once,
+    where fully unrolled stacks of the paper image preset take minutes to compile, and
+    :mod:`~flowjax_res.ops.canonical_conv` keeps the loop fast; figures: benchmarks/README.md)."""
     return 1 if cfg.scan_unroll is None else cfg.scan_unroll
 
 
@@ -632,7 +633,7 @@ def build_model(name: str, data_info, preset: str, rngs: nnx.Rngs | int, *, task
     256, sets the head's width). The labelled tasks need ``data_info.n_classes``.
     """
     rngs = as_rngs(rngs)
-    check_choice("task", task, ("density", "classify", "hybrid"))
+    check_choice("task", task, TASKS)
     check_choice("name", name, (*MODELS, "glow", "vanilla"))
     if isinstance(data_info, str):
         from flowjax_res.data.registry import dataset_info

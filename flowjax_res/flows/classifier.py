@@ -38,6 +38,7 @@ from flowjax_res._eager import compiled, is_eager
 from flowjax_res._checks import (as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int,
                                  check_real_array)
 from flowjax_res.flows.preprocess import check_levels
+from flowjax_res.flows.presets import preset_config
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.classifier_head import ClassifierHead
 from flowjax_res.layers.residual import InverseConfig, ResidualBlock, _activation
@@ -138,12 +139,7 @@ CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
 
 def classifier_config(preset: str = "small", **overrides) -> ClassifierConfig:
     """The :class:`ClassifierConfig` of ``preset`` with ``overrides`` (its field names)."""
-    check_choice("preset", preset, tuple(CLASSIFIER_PRESETS))
-    allowed = {f.name for f in dataclasses.fields(ClassifierConfig)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for the i-ResNet classifier; allowed: {sorted(allowed)}")
-    return ClassifierConfig(**{**CLASSIFIER_PRESETS[preset], **overrides})
+    return preset_config(ClassifierConfig, CLASSIFIER_PRESETS, preset, overrides, what="the i-ResNet classifier")
 
 
 def _vanilla_g(shape: tuple[int, int, int], cfg: ClassifierConfig, hidden: int, preact: bool,

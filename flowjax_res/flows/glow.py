@@ -60,6 +60,7 @@ from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
 from flowjax_res.flows.stacked import ResidualStack
 from flowjax_res.flows.preprocess import Dequantize, Scale
+from flowjax_res.flows.presets import preset_config
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.conv1x1 import InvConv1x1
 from flowjax_res.layers.coupling import AdditiveCoupling, AffineCoupling
@@ -175,13 +176,7 @@ GLOW_PRESETS: dict[str, dict[str, Any]] = {
 def glow_config(preset: str = "small", **overrides) -> GlowConfig:
     """The :class:`GlowConfig` of ``preset`` with ``overrides`` (its fields) applied;
     unknown names raise ``ValueError``."""
-    if preset not in GLOW_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(GLOW_PRESETS)} for model 'glow', got {preset!r}")
-    allowed = {f.name for f in dataclasses.fields(GlowConfig)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for 'glow'; allowed: {sorted(allowed)}")
-    return GlowConfig(**{**GLOW_PRESETS[preset], **overrides})
+    return preset_config(GlowConfig, GLOW_PRESETS, preset, overrides, what="model 'glow'")
 
 
 def glow_split_order(channels: int) -> list[int]:

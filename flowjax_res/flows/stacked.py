@@ -60,7 +60,7 @@ class ResidualStack(Bijector):
         way, so checkpoints do not depend on it. A loop compiles the unit once; unrolling
         trades compile time for whatever XLA gains across units (convolutions inside loops
         are fast on the CPU backend only through
-        :func:`~flowjax_res.ops.canonical_conv.canonical_conv`: benchmarks/README.md, issue 17).
+        :func:`~flowjax_res.ops.canonical_conv.canonical_conv`: benchmarks/README.md).
     """
 
     def __init__(self, units: Sequence[nnx.Module], *, event_shape: Sequence[int] | None = None,

@@ -10,7 +10,7 @@ Glow Sec. 3.3 and Table 1 ("affine coupling layer"): split the channels in halve
 The Jacobian is block triangular with ``diag(1, s)`` on the diagonal, hence the
 log-determinant; the inverse is ``x_b = y_b / s - t`` with ``t, s`` recomputed from
 ``y_a = x_a``. The sigmoid-scale (instead of ``exp``) and the ``+ 2`` offset (scale
-``≈ 0.88`` at initialisation) follow Glow's released code, as the issue asks.
+``≈ 0.88`` at initialisation) follow Glow's released code (openai/glow, ``model.py``).
 ``NN`` is ``3x3 conv -> ReLU -> 1x1 conv -> ReLU -> 3x3 conv`` with the last convolution
 zero-initialised (Glow Sec. 3.3, "Zero initialization"), so each coupling starts as
 a fixed scaling (affine) or the identity (additive). The additive coupling (NICE,

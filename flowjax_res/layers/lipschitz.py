@@ -21,9 +21,9 @@ the layer is applied with. A weight moved by an optimiser step (``flowjax-res tr
 restored from a checkpoint is normalised by an estimate of *its own* spectral norm the
 next time it is used, with no call the user has to know about. Residual Flows' code
 (``--sn-tol 1e-3``) converges in the training forward pass too; i-ResNet runs a fixed 5
-iterations. A fixed number of iterations after each update (what this library did
-before) lets ``sigma_hat`` lag behind the weights: true norms of 1.02c--1.19c were
-measured after 300 steps.
+iterations. A fixed number of iterations after each update lets ``sigma_hat`` lag
+behind the weights, and the true norm of the scaled layer then exceeds ``c``
+(``benchmarks/README.md``, "Figures behind design notes in the code").
 
 Like NNX's ``BatchNorm`` statistics, the converged vectors (and the iteration count,
 :class:`~flowjax_res.layers.variables.PowerIterStats`) are written back into the layer's
@@ -403,8 +403,8 @@ class LipschitzDense(LipschitzLayer):
         :func:`flowjax_res.ops.power_iteration.subspace_iteration`. ``None`` (default):
         a full basis for operators whose smaller dimension is at most
         ``FULL_SPAN_MAX_DIM`` (32), which makes the estimate exact, else
-        ``DEFAULT_N_VECTORS`` (4) (measured: 4 vectors missed the top of a flat 16x32
-        spectrum by 0.5% during training).
+        ``DEFAULT_N_VECTORS`` (4), which can miss the top of a flat spectrum slightly
+        (``benchmarks/README.md``, "Figures behind design notes in the code").
       rtol, max_iters: the forward pass iterates until ``sigma_hat`` changes by at most
         ``rtol`` (relative), at most ``max_iters`` times (training mode).
       eval_rtol, eval_max_iters: the same in evaluation mode (``model.eval()``).
@@ -487,14 +487,14 @@ class LipschitzConv(LipschitzLayer):
       bound, :func:`flowjax_res.ops.power_iteration.conv_fourier_norm` (Sedghi et al.,
       2019; strided convolutions through their polyphase stride-1 form): the bound holds
       by construction, with no iteration; it exceeds the true norm by boundary effects
-      (see ``benchmarks/README.md`` for measured figures), which makes the layer that
+      (``benchmarks/README.md``, "Fourier bound looseness"), which makes the layer that
       much more contractive than ``c``.
     - ``"operator"`` (``norm="operator"``, any stride): the zero-padded operator itself,
       with the adjoint from ``jax.linear_transpose`` -- the papers' quantity, tight. The
       warm-started block power iteration gives the vectors and the gradient direction;
       alone it is not enough (the top of a convolution's spectrum is flat, and a
-      converged-looking estimate was measured 7% below the true norm two Adam steps
-      into training), so every forward pass also runs Lanczos from a random start
+      converged-looking estimate can lie several per cent below the true norm a few Adam
+      steps into training), so every forward pass also runs Lanczos from a random start
       (:func:`flowjax_res.ops.lanczos.lanczos_norm`, ``lanczos_steps(H W C_in, rtol)``
       steps, about 200 at rtol 1e-3: as many single-image convolutions and transposed
       ones) and applies the larger of the two: within ``rtol`` of the true norm except

@@ -53,8 +53,8 @@ stale value. What ``sigma_i`` promises depends on the orders and ``bound``:
   the price of shrinking more than needed (by the bound's slack; large for ``p > q``,
   where it carries a dimension factor). ``bound="power"`` (the paper's): the generalised
   power method, a **lower bound** on the true norm (a local maximum; the global one is
-  NP-hard to find in general). The layer bound is then an *estimate*, measured up to
-  1.0102 c after an Adam step: :func:`lipschitz_bounds` and
+  NP-hard to find in general). The layer bound is then an *estimate*, which can exceed
+  ``c`` slightly after an Adam step: :func:`lipschitz_bounds` and
   ``tests/train/test_mixed_norm_guarantee.py`` measure it against a multi-start
   reference after every step. The default is the certified bound because the guarantee
   is what the fixed-point inverse and the log-det series rest on.
@@ -435,8 +435,9 @@ class InducedNormDense(_InducedNormLayer):
         ``W``, attaining ``|(A x)_i| = ||W[:, i]||_{p*}``) and the top right singular
         vector of the operator (SVD; the maximiser for ``p = q = 2``, close to it for
         orders near 2, where the iteration is as slow as power iteration with close
-        singular values). Measured without them: the warm-started rows collapse onto one
-        vector and a layer reached 1.016 c after 60 Adam steps at lr 1e-2."""
+        singular values). Without them the warm-started rows collapse onto one vector and
+        the layer's norm drifts above ``c`` (``benchmarks/README.md``, "Figures behind design
+        notes in the code")."""
         p = p if isinstance(p, float) else jax.lax.stop_gradient(p)
         q = q if isinstance(q, float) else jax.lax.stop_gradient(q)
         j = jnp.argmax(vector_norm(kernel, q, axis=1))

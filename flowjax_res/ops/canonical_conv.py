@@ -8,12 +8,9 @@ top-level computation. The derivatives JAX writes for ``lax.conv_general_dilated
 non-canonical (the input cotangent uses an ``01oi`` kernel, the kernel cotangent treats the
 batch as features), so inside a loop body (``lax.scan`` over residual blocks, the
 Russian-roulette series, the Neumann series of the backward-in-forward gradient) they fall
-to a naive loop nest: measured on this project's 2-core CPU, 8 conv-VJPs of a
-``3x3 4->32, 1x1 32->32, 3x3 32->4`` block on 64 x 14 x 14 images took 815 ms in a
-``fori_loop`` (gradient in the kernels) against 61 ms unrolled, and 64 ms in the loop with a
-first version of this primitive (input gradient only: 140 -> 25 ms). In the library's
-training step the paper image preset on 28x28x1 went from 97 s/step (batch 2, looped) to
-8.6 s/step (batch 4, looped), its first step (compilation) from 134 s to 37 s.
+to a naive loop nest, more than ten times slower than the same convolutions unrolled; in
+the canonical forms below the loop costs about what the unrolled code does (figures:
+``benchmarks/README.md``, "Figures behind design notes in the code").
 
 :func:`canonical_conv` is a JAX primitive whose lowering is ``lax.conv_general_dilated`` in
 canonical form and whose transposes are written as a canonical convolution (input) and
@@ -26,8 +23,7 @@ their compositions all stay in these forms:
   matrix products of 2-D ``(N*H*W, C)`` operands contracted over their rows, which XLA CPU
   runs without transposing either operand (see :func:`_kernel_cotangent`). Written as a
   convolution of the transposed activations it is canonical too, but XLA's CPU transposes of
-  an ``(N, H, W, C)`` array to ``(C, H, W, N)`` cost more than the convolution (90 ms for
-  64 x 28 x 28 x 32 in the small image preset's step).
+  an ``(N, H, W, C)`` array to ``(C, H, W, N)`` cost more than the convolution itself.
 
 :func:`conv_general_dilated` is a drop-in for ``lax.conv_general_dilated`` (and the
 ``conv_general_dilated`` argument of ``flax.nnx.Conv``) that takes this path for the
@@ -125,9 +121,8 @@ def _kernel_cotangent(ct, x, kernel, *, padding):
     transposed-left form directly, whereas a ``dot_general`` contracting the three axes
     ``(N, H, W)`` of 4-D operands is decomposed into a materialised
     ``(C, N*H*W)`` transpose of each operand, the activation recomputed inside it
-    (``copy_bitcast_fusion``; 220 ms for the 9 taps of a ``3x3, 32 -> 1`` kernel on
-    64 x 28 x 28 images, 8.6 ms in this form; ``benchmarks/README.md``). The tap that
-    moves is the operand with fewer channels: with ``C_out < C_in`` the padded ``x`` is
+    (``copy_bitcast_fusion``), many times slower than this form (``benchmarks/README.md``).
+    The tap that moves is the operand with fewer channels: with ``C_out < C_in`` the padded ``x`` is
     used as it is and ``ct`` is placed at each tap's offset in the padded grid, all taps
     side by side along the channels, so one product gives every tap; otherwise each tap
     is a slice of the padded ``x`` (one product per tap)."""

@@ -213,8 +213,8 @@ def induced_norm(
         near a maximum, linearly: with ``delta_k`` its last increase and ``rho =
         delta_k / delta_{k-1}`` the observed rate, the remaining error is about ``delta_k
         rho / (1 - rho)``; the test uses ``delta_k max(1, rho / (1 - rho))``. A test on
-        the last change alone stopped after one or two iterations 0.3-1.5% below the
-        converged value while training (measured, ``tests/train/test_mixed_norm_guarantee.py``).
+        the last change alone stops after one or two iterations, below the converged value
+        while training (``benchmarks/README.md``, "Figures behind design notes in the code").
         Convergence means a stationary point (a local maximum), not the global maximum.
 
     Returns:

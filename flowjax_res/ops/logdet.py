@@ -176,7 +176,7 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
         # or `lax.switch` fills the residuals of the branches not taken with zeros, so a
         # scan of n_loop steps masked by a cond costs as much as n_loop real steps;
         # `jax.checkpoint` keeps a branch's residuals to its inputs, and the steps past the
-        # chosen length never run (paper-toy at 10 blocks: 1562 -> 213 ms per training step).
+        # chosen length never run (benchmarks/README.md, "Figures behind design notes in the code").
         lengths = _scan_lengths(n_loop)
         head = lengths[0]
 
@@ -364,7 +364,7 @@ def residual_logdet_with_info(
         ``500 x 128`` matmul uses one core). The same estimate and gradients (examples
         are independent); ``1`` (default): one chunk. The Neumann backward is not
         chunked: its primal and tangent products are already independent, and halving
-        them measured slower.
+        them is slower (``benchmarks/README.md``).
 
     Returns:
       ``(log_det, info)``: ``log_det`` of shape ``(batch,)``; ``info`` a dict with

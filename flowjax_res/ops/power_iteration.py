@@ -210,9 +210,9 @@ def subspace_iteration(
     A single warm-started vector (:func:`power_iteration`) follows the singular vector it
     started on. When training moves another singular value above it, the vector sits on
     what is now the *second* singular vector, the iteration hardly changes ``sigma_hat``,
-    a change-based tolerance is met at once, and the largest singular value is missed
-    (measured: the true norm of a scaled layer reached 1.12c at rtol 1e-3 while training a
-    dense flow with Adam at lr 1e-2). Iterating the ``k``-dimensional subspace
+    a change-based tolerance is met at once, and the largest singular value is missed: the
+    true norm of the scaled layer exceeds ``c`` (benchmarks/README.md, "Figures behind
+    design notes in the code"). Iterating the ``k``-dimensional subspace
     ``V <- orth(A^T U)``, ``U <- orth(A V)`` and taking the singular values of the
     ``k x k`` matrix ``U^T A V`` (Rayleigh--Ritz) tracks the top ``k`` singular pairs
     together: a crossing among them is seen at once, and the top estimate converges at
@@ -232,8 +232,8 @@ def subspace_iteration(
         the smaller of the two spaces, where the answer is exact), a linearly
         converging sequence has ``|s_1 - sigma_1| ~ delta * rho / (1 - rho)``, and the
         loop stops when that is at most ``atol + rtol * s_1``. A change-based test
-        alone stops too early when ``rho`` is close to 1 (measured: errors 2-7x the
-        tolerance).
+        alone stops too early when ``rho`` is close to 1: the change per iteration is
+        ``(1 - rho)`` times the remaining error.
 
     Returns:
       ``(sigma, u, v, info)``: ``sigma = u[0]^T A v[0]`` with the vectors
@@ -513,10 +513,8 @@ def conv_fourier_norm(
     enough that no wrapped index reaches the image (``N >= H + max(pad)``). Hence its
     norm is at most the circular one: normalising by this value bounds the layer by
     construction, with no iteration to converge. The bound is loose by boundary effects,
-    most on small images (measured on 20 random Gaussian 3x3 kernels each, "SAME"
-    padding, median / largest excess over the true norm: 4x4 13% / 27% with 2 channels,
-    10% / 20% with 8; 8x8 3.8% / 7.9% and 3.2% / 5.5%; 16x16 1.2% / 2.1% with 2;
-    ``benchmarks/fourier_bound_looseness.py``). Larger kernels are looser.
+    most on small images and for larger kernels (``benchmarks/README.md``, "Fourier bound
+    looseness").
 
     A 1x1 kernel's symbol is constant, so its bound is that of ``||K||_2`` (one Gram
     matrix instead of ``N^2``); otherwise the half spectrum (``rfft2``) is searched, since
@@ -596,8 +594,8 @@ def psd_top_eigenvalue_bound(gram: jax.Array, squarings: int = TRACE_SQUARINGS) 
 
     No LAPACK call: jaxlib 0.10's batched CPU eigensolvers split their batch over XLA's
     intra-op thread pool and block until it is done, which deadlocks when as many of them
-    run concurrently as the pool has threads (two on a 2-core machine; the paper image
-    preset's forward pass hung that way). Returns ``(bound, proj)`` with ``proj`` the
+    run concurrently as the pool has threads (two on a 2-core machine, as in the paper
+    image preset's forward pass). Returns ``(bound, proj)`` with ``proj`` the
     normalised ``G^m`` (trace one; near the projector onto the top eigenspace).
     """
     real = jnp.real(jnp.trace(gram, axis1=-2, axis2=-1))

@@ -1,5 +1,10 @@
 """The training configuration: one frozen dataclass, validated where it is built, and
-written to ``config.json`` in the run directory."""
+written to ``config.json`` in the run directory.
+
+Each field that is a flag of ``flowjax-res train`` is declared with
+:func:`~flowjax_res.train.options.option` (its help text and ``--help`` group, keyed by
+:data:`OPTION_GROUPS`); the command line builds its flags from these fields.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,64 @@ from flowjax_res._checks import (
     check_positive,
     check_positive_int,
 )
+from flowjax_res.flows.tasks import TASK_MODELS, TASKS
+from flowjax_res.train.ema import IMAGE_EMA_DECAY, TOY_EMA_DECAY, default_ema_decay
+from flowjax_res.train.options import option, parse_devices, parse_lambda, parse_mesh_shape, parse_model_arg
 
 OPTIMIZERS = ("adam", "adamax", "sgd")
 MAX_STEPS = 2**31 - 1  # the train state's step counter is int32
 MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
 MODELS = ("resflow", "iresnet", "glow", "vanilla")
-TASKS = ("density", "classify", "hybrid")
+
+# The groups of ``flowjax-res train --help``, in order: key (``option(group=...)``) -> title.
+OPTION_GROUPS = {
+    "data": "data and model",
+    "optim": "optimisation",
+    "estimator": "log-det estimator and Lipschitz constraint (default: the preset's)",
+    "glow": "Glow (--model glow, image data only)",
+    "run": "run",
+    "devices": "devices (the numbers of a run do not depend on them; a run may resume on others)",
+}
+
+
+def _or(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+_MODEL_HELP = (f"{_or(repr(m) for m in TASK_MODELS['density'])}; with --task classify "
+               f"{_or(repr(m) for m in TASK_MODELS['classify'])} (the same classifier without the Lipschitz "
+               f"constraint)")
+
+
+def _dataset_help() -> str:
+    from flowjax_res.data.registry import dataset_info, known_datasets
+
+    by_source: dict[str, list[str]] = {}
+    for name in known_datasets():
+        by_source.setdefault(dataset_info(name).source, []).append(name)
+    return (f"a toy density ({', '.join(by_source.get('sampled', []))}), an embedded image set "
+            f"({', '.join(by_source.get('embedded', []))}) or a TFDS set read from --data-dir "
+            f"({', '.join(by_source.get('tfds', []))})")
+
+
+def _task_help() -> str:
+    from flowjax_res.data.registry import dataset_info, known_datasets
+
+    labelled = [name for name in known_datasets() if dataset_info(name).n_classes]
+    return ("density (default: maximum likelihood), classify (the i-ResNet classifier: -log p(y|x)) or hybrid (a "
+            "flow with a classifier head on its latent: -(lambda log p(x) + log p(y|x))); classify and hybrid need "
+            f"labelled images ({', '.join(labelled)})")
+
+
+def _preset_help() -> str:
+    from flowjax_res.flows.builders import PRESETS
+    from flowjax_res.train.paper_presets import PAPER_PRESETS, TASK_PRESETS
+
+    tables = list(PRESETS.values())
+    sizes = [name for name in tables[0] if all(name in table for table in tables)]  # every model has them
+    return (f"model size preset: {', '.join(sizes)}; or an official run, which also sets the model, data set and "
+            f"training settings not given: {', '.join(PAPER_PRESETS)}; with their task: {', '.join(TASK_PRESETS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +117,11 @@ class TrainConfig:
       beta1, beta2, eps: optimiser moments and epsilon.
       ema_decay: decay of the exponential moving average of the weights used for
         evaluation and sampling (bias-corrected); 0 disables the EMA (raw weights).
-        ``None`` (default) picks 0.999 for image data (Residual Flows' long runs) and
-        0.99 for the 2-D toy densities, whose runs are a few thousand steps: with 0.999
-        the average would still lag behind a model that improves quickly (measured:
-        8gaussians after 2000 steps, test NLL 3.39 with 0.999 against 2.96 with 0.99);
-        and 0 (raw weights) for ``task="classify"``, as the official i-ResNet classifier.
+        ``None`` (default): :func:`~flowjax_res.train.ema.default_ema_decay`, 0.999 for
+        image data (Residual Flows' long runs), 0.99 for the 2-D toy densities (runs of a
+        few thousand steps, over which a 0.999 average lags behind a model that improves
+        quickly) and 0 (raw weights) for ``task="classify"``, as the official i-ResNet
+        classifier.
       seed: the one seed of the run (initialisation, batches, estimator keys).
       log_every: write a training line to ``metrics.jsonl`` every this many steps.
       eval_every, ckpt_every: evaluate / checkpoint every this many steps (and at the end);
@@ -111,52 +168,84 @@ class TrainConfig:
         own size (an untrained image model starts in the thousands); 0 = never.
     """
 
-    dataset: str = "8gaussians"
-    model: str = "resflow"
-    preset: str = "small"
-    steps: int = 3000
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup: int = 100
-    grad_clip: float = 10.0
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
+    dataset: str = option("8gaussians", group="data", help=_dataset_help)
+    model: str = option("resflow", group="data", help=_MODEL_HELP)
+    preset: str = option("small", group="data", help=_preset_help)
+    steps: int = option(3000, group="optim", help="total optimiser steps")
+    batch_size: int = option(256, group="optim", help="examples per step")
+    lr: float = option(1e-3, group="optim", help="peak learning rate")
+    warmup: int = option(100, group="optim", help="linear warm-up steps")
+    grad_clip: float = option(10.0, group="optim", help="global-norm clip, 0 = none")
+    weight_decay: float = option(0.0, group="optim", help="decoupled weight decay")
+    optimizer: str = option("adam", group="optim", help=f"{_or(OPTIMIZERS)} (sgd: momentum 0.9)")
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-8
-    ema_decay: float | None = None
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 1000
-    ckpt_every: int = 1000
-    keep_ckpts: int = 3
-    eval_batch_size: int = 1000
-    n_test: int = 5000
-    lipschitz_tol: float | None = None
-    lipschitz_max_iters: int | None = None
+    ema_decay: float | None = option(None, group="optim", help=f"EMA of weights for eval/sampling, 0 = off (default "
+                                                               f"{TOY_EMA_DECAY} for toy data, {IMAGE_EMA_DECAY} for "
+                                                               f"images, 0 for a classifier)")
+    seed: int = option(0, group="optim", help="the one seed of the run")
+    log_every: int = option(10, group="run", help="write a training line to metrics.jsonl every this many steps")
+    eval_every: int = option(1000, group="run", help="evaluate on the test set every this many steps and at the end; "
+                                                     "0 = never while training")
+    ckpt_every: int = option(1000, group="run", help="save a checkpoint every this many steps and at the end")
+    keep_ckpts: int = option(3, group="run", help="recent checkpoints kept")
+    eval_batch_size: int = option(1000, group="run", help="examples per evaluation batch")
+    n_test: int = option(5000, group="run", help="test points for toy data")
+    lipschitz_tol: float | None = option(None, group="estimator", help=(
+        "tolerance (relative, on the estimated error) of the power iteration every training forward pass converges "
+        "before normalising a Lipschitz layer (default 1e-3)"))
+    lipschitz_max_iters: int | None = option(None, group="estimator", help="bound on those power iterations "
+                                                                           "(default 100)")
     eval_lipschitz_tol: float = 1e-5
     eval_lipschitz_max_iters: int = 1000
-    estimator: str | None = None
-    n_exact_terms: int | None = None
-    n_terms: int | None = None
-    coeff: float | None = None
-    n_probes: int | None = None
-    permutation: str | None = None
-    decomposition: str | None = None
-    coupling: str | None = None
-    devices: int | None = None
-    mesh_shape: tuple[int, ...] | None = None
-    distributed: bool = False
-    out: str = "runs"
-    data_dir: str | None = None
-    divergence_skips: int = 20
-    divergence_loss: float = 100.0
-    norm_orders: tuple[float, ...] | None = None
-    learn_p: bool = False
-    mixed_bound: str | None = None
-    model_args: dict[str, Any] | None = None
-    task: str = "density"
-    hybrid_lambda: float | str = 1.0
+    estimator: str | None = option(None, group="estimator", help="roulette (unbiased, Residual Flows), series "
+                                                                 "(truncated, i-ResNet) or exact")
+    n_exact_terms: int | None = option(None, group="estimator", help="terms always evaluated before the roulette")
+    n_terms: int | None = option(None, group="estimator", help="series terms (truncated estimator)")
+    coeff: float | None = option(None, group="estimator", help="Lipschitz coefficient c in (0, 1)")
+    n_probes: int | None = option(None, group="estimator", help="Hutchinson probes per example")
+    permutation: str | None = option(None, group="glow", help="reverse, shuffle, 1x1 (Glow's default), emerging "
+                                                              "(emerging conv + 1x1) or periodic")
+    decomposition: str | None = option(None, group="glow", help="of the 1x1 convolutions: none (default), plu or qr")
+    coupling: str | None = option(None, group="glow", help="affine (default) or additive")
+    devices: int | None = option(None, group="devices", parse=parse_devices, metavar="N|all", help=(
+        "shard each batch over the first N devices, or all (default 1; all with --distributed); --batch-size must "
+        "divide by N; on a machine without GPU/TPU, N CPU devices are created (one per core is useful)"))
+    mesh_shape: tuple[int, ...] | None = option(None, group="devices", parse=parse_mesh_shape, metavar="D[,M]", help=(
+        "device mesh (data[, model]) instead of --devices: M > 1 splits large parameters over M devices"))
+    distributed: bool = option(False, group="devices", help=(
+        "multi-process run (several hosts, or several processes of one host): start the same command in every "
+        "process; it calls jax.distributed.initialize first (also FLOWJAX_DISTRIBUTED=1). On SLURM, Open MPI, Cloud "
+        "TPU and Kubernetes it finds the other processes itself; elsewhere give the three options below (or set "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"))
+    out: str = option("runs", group="run", help="parent directory of runs")
+    data_dir: str | None = option(None, group="data", help=(
+        "TFDS data directory with prepared TFDS sets (default $TFDS_DATA_DIR or ~/tensorflow_datasets); prepare with "
+        "`tfds build NAME --data_dir DIR --file_format array_record` or `python -m flowjax_res.data.tfds_local`"))
+    divergence_skips: int = option(20, group="run", help="stop the run after this many consecutive skipped "
+                                                         "(non-finite) steps, 0 = never")
+    divergence_loss: float = option(100.0, group="run", help="stop the run when a step's loss exceeds the median of "
+                                                             "the previous 100 by more than this (nats or bits/dim), "
+                                                             "0 = never")
+    norm_orders: tuple[float, ...] | None = option(None, group="estimator", parse=str, metavar="P1,P2,...", help=(
+        "induced mixed norms (Residual Flows Sec. 3.4): the orders of the domains of each block's layers, in [1, inf] "
+        "(one order for all, one per layer, or the official vnorms form '2222'); default: spectral norms (2 "
+        "everywhere)"))
+    learn_p: bool = option(False, group="estimator", help="learn the orders (starting from --norm-orders, default 2) "
+                                                          "through the training loss")
+    mixed_bound: str | None = option(None, group="estimator", help=(
+        "how a mixed norm without closed form is computed: certified (default; a Riesz-Thorin upper bound, the "
+        "Lipschitz bound holds by construction) or power (the paper's generalised power method, an estimate from "
+        "below)"))
+    model_args: dict[str, Any] | None = option(None, group="estimator", flag="--set", parse=parse_model_arg,
+                                               repeat=dict, metavar="FIELD=VALUE", help=(
+        "any other field of the model's config, repeatable; VALUE is read as JSON when it parses (e.g. --set "
+        "n_blocks=4 --set actnorm=false --set hidden=[64,64] --set batch_chunks=2), else as a string"))
+    task: str = option("density", group="data", show_default=False, help=_task_help)
+    hybrid_lambda: float | str = option(1.0, group="data", flag="--lambda", parse=parse_lambda, metavar="L|1/D", help=(
+        "the weight of log p(x) in the hybrid objective: a number >= 0 or 1/D (D: the dimension of an image); 0 "
+        "trains a pure classifier on the flow's features"))
 
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -190,8 +279,7 @@ class TrainConfig:
         if self.ema_decay is None:
             from flowjax_res.data.toy import TOY_DATASETS
 
-            ema = 0.99 if self.dataset in TOY_DATASETS else 0.999
-            object.__setattr__(self, "ema_decay", 0.0 if self.task == "classify" else ema)
+            object.__setattr__(self, "ema_decay", default_ema_decay(self.task, toy=self.dataset in TOY_DATASETS))
         _check_unit("ema_decay", self.ema_decay, allow_zero=True)
         check_nonnegative_int("seed", self.seed)
         _check_at_most("seed", self.seed, MAX_SEED, "a 64-bit signed integer")
@@ -271,8 +359,7 @@ class TrainConfig:
 def _check_task(cfg: "TrainConfig") -> None:
     from flowjax_res.flows.hybrid import resolve_lambda
 
-    allowed = {"density": ("resflow", "iresnet", "glow"), "classify": ("iresnet", "vanilla"),
-               "hybrid": ("resflow", "iresnet", "glow")}[cfg.task]
+    allowed = TASK_MODELS[cfg.task]
     if cfg.model not in allowed:
         raise ValueError(f"model must be one of {allowed} for task {cfg.task!r}, got {cfg.model!r}")
     resolve_lambda(cfg.hybrid_lambda, 1)  # a number >= 0 or "1/D"
@@ -334,11 +421,12 @@ def _check_unit(name: str, value, *, allow_zero: bool) -> float:
 
 CONFIG_FILE = "config.json"
 
-# Fields that may change when a run is resumed (none alters the trajectory).
 # TrainConfig fields passed to the model builder under the same name when set.
 _NAMED_OVERRIDES = ("estimator", "n_exact_terms", "n_terms", "coeff", "n_probes", "permutation", "decomposition",
                     "coupling", "norm_orders", "mixed_bound", "learn_p")
 
+# Fields that may change when a run is resumed (none alters the trajectory; data_dir: the same
+# prepared data may have moved).
 RESUMABLE_FIELDS = ("steps", "data_dir", "devices", "mesh_shape", "distributed", "divergence_skips",
                     "divergence_loss")
 

@@ -42,3 +42,19 @@ def ema_params(ema: EmaState, decay: float, fallback: Any) -> Any:
         return jnp.where(ema.count > 0, m / safe.astype(m.dtype), f)
 
     return jax.tree.map(value, ema.mean, fallback)
+
+
+# The default decays: Residual Flows' 0.999 for image data (long runs); 0.99 for the 2-D toy
+# densities, whose runs of a few thousand steps improve quickly enough that a 0.999 average
+# still lags behind the model (benchmarks/README.md, "Figures behind design notes in the code").
+IMAGE_EMA_DECAY = 0.999
+TOY_EMA_DECAY = 0.99
+
+
+def default_ema_decay(task: str, *, toy: bool) -> float:
+    """The EMA decay used when none is given: 0 (raw weights) for ``task="classify"``, as
+    the official i-ResNet classifier; else :data:`TOY_EMA_DECAY` for toy (2-D vector) data
+    and :data:`IMAGE_EMA_DECAY` for images (densities and hybrid models)."""
+    if task == "classify":
+        return 0.0
+    return TOY_EMA_DECAY if toy else IMAGE_EMA_DECAY

@@ -23,6 +23,7 @@ from flax import nnx
 from flowjax_res._checks import check_nonnegative_int, check_positive, check_positive_int, check_real_array
 from flowjax_res.ops.keys import as_typed_key
 from flowjax_res.train import sharding as _sh
+from flowjax_res.train.ema import default_ema_decay
 from flowjax_res.train.optim import adam_with_warmup, warmup_schedule
 from flowjax_res.train.setup import build_train_step, data_dependent_init, eval_model
 from flowjax_res.train.state import create_train_state, merge_model
@@ -31,10 +32,9 @@ __all__ = ["fit"]
 
 Sampler = Callable[[jax.Array, int], jax.Array]
 
-# Defaults measured on the README's moons example (experiments/fit_moons.py, results in
-# experiments/README.md): 1e-2 after 50 warm-up steps reaches in 1000 steps a test NLL of
-# 2.485 nats, 0.030 above the 2.455 of 10000 steps; 2e-3 (and 5e-3) left 1000 steps
-# 0.39 (0.17) nats above 10000.
+# Defaults chosen on the README's moons example (experiments/fit_moons.py, figures in
+# experiments/README.md): of the rates tried, 1e-2 after 50 warm-up steps comes closest in
+# 1000 steps to the test NLL of a 10000-step run.
 DEFAULT_LR = 1e-2
 DEFAULT_WARMUP = 50
 
@@ -141,7 +141,7 @@ def fit(
         if task == "hybrid":
             lam_value = resolve_lambda(lam, math.prod(dist.event_shape))
         if ema_decay is None:
-            ema_decay = 0.0 if task == "classify" else 0.999
+            ema_decay = default_ema_decay(task, toy=False)
     elif not callable(getattr(dist, "log_prob", None)):
         raise TypeError(f"dist must be a distribution with a log_prob method, got {type(dist).__name__}")
     k_data, k_init, k_model = jax.random.split(key, 3)
@@ -157,7 +157,7 @@ def fit(
         raise ValueError(f"metric must be 'nll' or 'bpd' (a classifier or hybrid model trains with labels=), "
                          f"got {metric!r}")
     if ema_decay is None:
-        ema_decay = 0.99 if metric == "nll" else 0.999
+        ema_decay = default_ema_decay("density", toy=metric == "nll")
     if not 0.0 <= float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
     if optimizer is None:

@@ -401,8 +401,8 @@ def _train(cfg: TrainConfig, run_dir: str, *, resume: bool, model_fn: ModelFn | 
         writer.close()
         ckpt.close()
     if outputs and int(state.step) == cfg.steps and jax.process_index() == 0:
-        # on one device: sampling is cheap, and a fixed-point inverse of 5000 samples
-        # replicated over 8 simulated CPU devices was seen to stall XLA's CPU runtime
+        # on one device: sampling is cheap, and a fixed-point inverse of 5000 samples replicated
+        # over many simulated CPU devices can stall XLA's CPU runtime
         write_outputs(run_dir, cfg, graphdef, state if mesh is None else _sh.to_local(state), data)
     return {"step": int(state.step), "skipped": int(state.skipped), **last_eval}
 

@@ -132,7 +132,7 @@ PAPER_PRESETS: dict[str, PaperPreset] = {p.name: p for p in [
 ]}
 
 
-# Classification and hybrid runs (issue 13). Their ``train`` fields include the task.
+# Classification and hybrid runs. Their ``train`` fields include the task.
 # i-ResNet's classifier, scripts/classify_cifar.sh with CIFAR_main.py's defaults: --optimizer sgd
 # (torch.optim.SGD, momentum 0.9, --weight_decay 5e-4 added to the gradient), --lr 0.1, --batch 128,
 # --warmup_epochs 10 (10 x 391 steps of CIFAR-10); no clipping or EMA. The official schedule divides the

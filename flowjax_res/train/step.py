@@ -20,9 +20,9 @@ On a mesh whose parameters are replicated (no ``"model"`` axis, or one of size 1
 and gradients are computed by a ``shard_map`` over ``"data"``: every device runs the whole
 forward and backward pass on its slice of the batch with no communication, and one
 ``pmean`` averages the losses and gradients at the end (classic data parallelism). Letting
-XLA's partitioner place the collectives instead put them inside the residual blocks' loops,
-which cost more than the second device saved on a 2-core CPU (paper toy configuration:
-312 ms vs 324 ms on one device, against about 220 ms with ``shard_map``).
+XLA's partitioner place the collectives instead puts them inside the residual blocks' loops,
+which cost more than the second device saves on a 2-core CPU (``benchmarks/README.md``,
+"Figures behind design notes in the code").
 Batch-level random draws (a roulette count shared by the batch) come from the global
 first example's key (:func:`flowjax_res.ops.keys.batch_split_over`), so the numbers still
 equal those of one device.
