@@ -1,6 +1,6 @@
 """The paper image runs on an accelerator: training step, evaluation and sampling of
 ``paper-mnist`` and ``paper-cifar10`` (the Residual Flows MNIST and CIFAR-10 runs,
-:mod:`flowjax_res.train.paper_presets`) at the official batch 64 (issue 28).
+:mod:`flowjax_res.train.paper_presets`) at the official batch 64.
 
 One command on a lent GPU (the device machine's ``python3`` has JAX with CUDA):
 
