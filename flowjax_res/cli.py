@@ -74,7 +74,8 @@ def build_parser(config_cls: type | None = None) -> argparse.ArgumentParser:
     s.add_argument("--step", type=int, help="checkpoint step (default: latest)")
     s.add_argument("--n", type=int, default=None, help="number of samples (default 64 images / 5000 points)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png)")
+    s.add_argument("--output", help="PNG path (default RUN_DIR/samples-<step>-seed<seed>.png); the samples "
+                   "themselves go beside it as .npy")
     s.add_argument("--strict", action="store_true",
                    help="fail (exit 1, no PNG) when any sample's fixed-point inverse did not converge")
 
@@ -395,14 +396,18 @@ def _cmd_sample(args) -> int:
     title = f"{cfg.model} on {cfg.dataset}, step {step}"
     if bad:
         title += f" ({bad}/{converged.size} not converged)"
+    samples = np.asarray(samples)
+    array_path = out[: -len(".png")] + ".npy"
+    np.save(array_path, samples)  # the values themselves, for images too (the PNG is clipped and scaled)
     if data.kind == "toy":
-        plots.plot_scatter_2d(out, np.asarray(samples), title=title)
+        plots.plot_scatter_2d(out, samples, title=title)
     else:
-        plots.plot_image_grid(out, np.asarray(samples), data.n_levels, title=title)
+        plots.plot_image_grid(out, samples, data.n_levels, title=title)
     if bad:
         print(f"{PROG}: warning: {non_convergence_message(bad, converged.size, 'samples')}; they are drawn as they "
               f"are in {out}", file=sys.stderr)
     print(out)
+    print(array_path)
     return 0
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import flowjax_res.train.loop as loop
@@ -104,6 +105,7 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     assert os.listdir(os.path.join(run, "checkpoints")) == ["4"]
     assert main(["sample", "--run", run, "--n", "100", "--output", str(tmp_path / "s.png")]) == 0
     assert os.path.getsize(tmp_path / "s.png") > 0
+    assert np.load(tmp_path / "s.npy").shape == (100, 2)
 
 
 def test_console_entry_one_line_error(tmp_path):
@@ -122,6 +124,9 @@ def test_train_digits_end_to_end(tmp_path, capsys):
                  "--out", str(tmp_path), "--name", "d", "--no-progress"]) == 0
     assert "test bpd" in capsys.readouterr().out
     assert os.path.isfile(tmp_path / "d" / "samples.png")
+    assert main(["sample", "--run", str(tmp_path / "d"), "--n", "4", "--output", str(tmp_path / "g.png")]) == 0
+    images = np.load(tmp_path / "g.npy")  # the values, not only the clipped grid
+    assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
 
 
 def test_set_model_args_parse_and_validate():
