@@ -97,7 +97,7 @@ def test_train_eval_sample_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test nll" in out
     run = str(tmp_path / "e2e")
-    for f in ("config.json", "metrics.jsonl", "density.png", "samples.png", "samples.npy"):
+    for f in ("config.json", "metrics.jsonl", "density.png", "samples.png", "samples.npy", "curves.png"):
         assert os.path.isfile(os.path.join(run, f)), f
     recs = read_metrics(run)
     assert [r["step"] for r in recs if r["split"] == "train"] == [2, 4]

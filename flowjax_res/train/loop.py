@@ -538,15 +538,19 @@ def _sampler(graphdef: nnx.GraphDef, n: int):
 
 def write_outputs(run_dir: str, cfg: TrainConfig, graphdef: nnx.GraphDef, state: TrainState, data: Data,
                   n_samples: int | None = None) -> list[str]:
-    """Samples (``samples.npy``) and figures: for 2-D data the learned density beside the
+    """Samples (``samples.npy``) and figures: the training loss and test metric against the
+    step (``curves.png``, from ``metrics.jsonl``); for 2-D data the learned density beside the
     data and the samples (``density.png``); for images a grid (``samples.png``)."""
     from flowjax_res.train import plots
+    from flowjax_res.train.metrics import read_metrics
 
     key = jax.random.fold_in(_b.run_key(cfg.seed, _b._SAMPLE_STREAM), int(state.step))
-    written = []
+    curves = plots.plot_training_curves(os.path.join(run_dir, "curves.png"), read_metrics(run_dir),
+                                        title=f"{cfg.model} on {cfg.dataset}")
+    written = [curves] if curves else []
     if data.task == "classify":  # no density to sample: the inverse of the features instead
         summary = run_reconstruction(run_dir, cfg, graphdef, state, data)
-        return [summary["png"], os.path.join(run_dir, "reconstruction.json")]
+        return [*written, summary["png"], os.path.join(run_dir, "reconstruction.json")]
     if data.kind == "toy":
         n = n_samples or 5000
         samples = draw_samples(cfg, graphdef, state, n, key)

@@ -9,7 +9,10 @@ import numpy as np
 
 from flowjax_res.plots import density_figure, density_grid, plot_samples
 
-__all__ = ["density_grid", "plot_density_2d", "plot_scatter_2d", "plot_image_grid"]
+__all__ = ["density_grid", "plot_density_2d", "plot_scatter_2d", "plot_image_grid", "plot_training_curves"]
+
+#: the metric of a test line that the curves show, the first one present
+TEST_METRICS = ("bpd", "nll", "accuracy")
 
 
 def _save(fig, path: str) -> str:
@@ -59,3 +62,30 @@ def image_grid_figure(images: np.ndarray, n_levels: int | None = None, title: st
                 ax.imshow(img)
     fig.suptitle(title)
     return fig
+
+
+def plot_training_curves(path: str, records: list[dict], title: str = "") -> str | None:
+    """The training loss of the ``"split": "train"`` lines of ``metrics.jsonl`` against the
+    step, and beside it the test metric (the first of :data:`TEST_METRICS` the ``"test"``
+    lines hold) when there is one. Writes ``path`` (PNG) and returns it; ``None`` (nothing
+    written) when no line has a finite loss."""
+    from flowjax_res.figures import new_figure
+
+    train = [(r["step"], r["loss"]) for r in records
+             if r.get("split") == "train" and isinstance(r.get("loss"), (int, float)) and np.isfinite(r["loss"])]
+    if not train:
+        return None
+    test = [r for r in records if r.get("split") == "test"]
+    metric = next((m for m in TEST_METRICS if any(isinstance(r.get(m), (int, float)) for r in test)), None)
+    fig = new_figure(figsize=(9.0 if metric else 4.8, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2 if metric else 1, squeeze=False)[0]
+    steps, losses = zip(*train)
+    axes[0].plot(steps, losses, lw=1.0)
+    axes[0].set(xlabel="step", ylabel="training loss", title="training loss")
+    if metric:
+        pts = [(r["step"], r[metric]) for r in test if isinstance(r.get(metric), (int, float))]
+        axes[1].plot(*zip(*pts), marker="o", lw=1.0)
+        axes[1].set(xlabel="step", ylabel=f"test {metric}", title=f"test {metric}")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
