@@ -5,8 +5,9 @@ starts) with the code cells in order, as a kernel would; matplotlib uses the Agg
 backend. Step counts are lowered by exact source replacements, each of which must match
 (a notebook that changes its step line fails here rather than running for an hour).
 The default suite checks that the README's moons example is the notebook's (the 2-D
-notebook itself runs with 5 steps in a Jupyter kernel, ``tests/test_notebook_kernel.py``); ``-m slow`` runs everything, the 2-D notebook with its
-own step count against the recorded 10x-steps figure (issue 15, acceptance 1).
+notebook itself runs with 5 steps in a Jupyter kernel, ``tests/test_notebook_kernel.py``);
+``-m slow`` runs everything, the 2-D notebook with its own step count against the recorded
+10x-steps figure.
 """
 
 from __future__ import annotations
