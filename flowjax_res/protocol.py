@@ -48,7 +48,7 @@ from flax import nnx
 
 from flowjax_res._eager import compiled
 
-__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "InverseNotConvergedError", "InverseNotConvergedWarning",
+__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "Cache", "InverseNotConvergedError", "InverseNotConvergedWarning", "LabelledModel",
            "converged_per_example", "inverse_with_convergence", "non_convergence_message",
            "report_non_convergence"]
 
@@ -58,6 +58,31 @@ COMPILED_METHODS = ("forward", "inverse", "forward_with_info", "inverse_with_inf
 #: The per-example success flags a layer's ``inverse_with_info`` may report: an iterative
 #: solver's ``converged``, ``finite`` outputs, a linear solve's ``invertible``.
 _SUCCESS_FLAGS = ("converged", "finite", "invertible")
+
+
+class Cache(nnx.Variable):
+    """Non-trainable state that a module keeps as a cache of a computation on its own
+    parameters (the warm-start vectors of a Lipschitz layer's power iteration and the
+    counts of its last run): a forward pass in training mode writes it back, no gradient
+    reaches it, and dropping it costs only warm-start quality. Code that moves a model's
+    state around (the data-parallel step, which keeps the caches one device computed)
+    selects it by this type, without knowing which layers hold it."""
+
+
+@runtime_checkable
+class LabelledModel(Protocol):
+    """A model trained on labelled data (:class:`~flowjax_res.flows.classifier.IResNetClassifier`,
+    :class:`~flowjax_res.flows.hybrid.HybridModel`): ``task`` is ``"classify"`` (labels
+    only) or ``"hybrid"`` (labels and density), ``loss_terms(x, y, key=)`` the terms of
+    its objective and ``logits(x)`` its class scores."""
+
+    task: str
+
+    def loss_terms(self, x: jax.Array, y: jax.Array, *, key: jax.Array | None = None) -> dict[str, jax.Array]:
+        ...
+
+    def logits(self, x: jax.Array, *args, **kwargs) -> jax.Array:
+        ...
 
 
 @runtime_checkable

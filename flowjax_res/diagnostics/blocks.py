@@ -170,9 +170,9 @@ def block_study(
 
 
 def _train_label(cfg: LogDetConfig) -> str:
-    from flowjax_res.diagnostics.estimators import _canonical, config_label
+    from flowjax_res.diagnostics.estimators import canonical_config, config_label
 
-    return config_label(_canonical(cfg))
+    return config_label(canonical_config(cfg))
 
 
 def flow_study(

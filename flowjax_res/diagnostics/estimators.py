@@ -49,7 +49,7 @@ import numpy as np
 from jax import lax
 
 from flowjax_res._checks import check_choice, check_positive_int
-from flowjax_res.layers.residual import LogDetConfig
+from flowjax_res.ops.logdet_config import LogDetConfig
 from flowjax_res.ops.logdet import exact_residual_logdet, residual_logdet, residual_logdet_with_info
 
 __all__ = [
@@ -103,7 +103,7 @@ def default_configs(dim: int, *, exact_max_dim: int = EXACT_MAX_DIM, extra: Sequ
     ]
     out: list[LogDetConfig] = []
     for c in [*cfgs, *extra]:
-        c = _canonical(c)
+        c = canonical_config(c)
         if c not in out:
             out.append(c)
     return out
@@ -119,7 +119,7 @@ def quick_configs(dim: int, *, exact_max_dim: int = EXACT_MAX_DIM, extra: Sequen
     cfgs += [LogDetConfig(estimator="roulette", dist="geometric", p=0.5, n_exact_terms=2), *extra]
     out: list[LogDetConfig] = []
     for c in cfgs:
-        c = _canonical(c)
+        c = canonical_config(c)
         if c not in out:
             out.append(c)
     return out
@@ -136,7 +136,7 @@ def default_gradient_configs() -> list[LogDetConfig]:
     return out
 
 
-def _canonical(cfg: LogDetConfig) -> LogDetConfig:
+def canonical_config(cfg: LogDetConfig) -> LogDetConfig:
     """Settings that do not change an estimate's value are reset, so that equal
     estimators compare equal (the gradient mode does not change the value)."""
     if not isinstance(cfg, LogDetConfig):
@@ -162,20 +162,18 @@ def _adapt(g: Callable, frozen: bool) -> Callable:
     return lambda pr, x: g(pr[0], x)
 
 
-def _value_kwargs(cfg: LogDetConfig) -> dict:
-    kw = cfg.kwargs()
-    # The value of an estimate does not depend on the gradient mode; the while-loop
-    # ("neumann") runs only the drawn number of terms.
-    kw["gradient"] = "neumann"
-    return kw
+def _value_config(cfg: LogDetConfig) -> LogDetConfig:
+    """``cfg`` with the while-loop gradient mode (``"neumann"``), which runs only the drawn
+    number of terms: the value of an estimate does not depend on the gradient mode."""
+    return dataclasses.replace(cfg, gradient="neumann")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _sample_values(g, cfg: LogDetConfig, pr, x, keys):
-    kw = _value_kwargs(cfg)
+    value_cfg = _value_config(cfg)
 
     def one(k):
-        ld, info = residual_logdet_with_info(g, pr, x, k, **kw)
+        ld, info = residual_logdet_with_info(g, pr, x, k, value_cfg)
         return ld, info["n_vjp"].astype(jnp.float32), info["capped"]
 
     return lax.map(one, keys)
@@ -189,10 +187,9 @@ def _exact_values(g, pr, x):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _sample_grads(g, cfg: LogDetConfig, pr, x, keys):
     params, frozen = pr
-    kw = cfg.kwargs()
 
     def one(k):
-        f = lambda p: jnp.sum(residual_logdet(g, (p, frozen), x, k, **kw))  # noqa: E731
+        f = lambda p: jnp.sum(residual_logdet(g, (p, frozen), x, k, cfg))  # noqa: E731
         gr = jax.grad(f)(params)
         return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(gr)])
 
@@ -272,7 +269,7 @@ def estimator_study(
     batch, dim = x.shape[0], math.prod(x.shape[1:])
     if reference == "auto":
         reference = "exact" if dim <= exact_max_dim else "long"
-    configs = default_configs(dim, exact_max_dim=exact_max_dim) if configs is None else [_canonical(c) for c in configs]
+    configs = default_configs(dim, exact_max_dim=exact_max_dim) if configs is None else [canonical_config(c) for c in configs]
     gradient_configs = list(gradient_configs)
     for c in gradient_configs:
         if not isinstance(c, LogDetConfig):
@@ -340,7 +337,7 @@ def _gradient_records(gi, pr, x, configs, k_grad, k_gref, n, reference, ref_term
             raise ValueError("gradient_configs must hold stochastic estimators ('series' or 'roulette'), got 'exact'")
         keys = jax.random.split(jax.random.fold_in(k_grad, i), n)
         gs = np.asarray(_sample_grads(gi, cfg, pr, x, keys), np.float64)
-        _, n_vjp, capped_r = _sample_values(gi, _canonical(cfg), pr, x, keys)
+        _, n_vjp, capped_r = _sample_values(gi, canonical_config(cfg), pr, x, keys)
         var_sum = float(gs.var(0, ddof=1).sum())
         cost = float(np.mean(n_vjp))
         bias = float(np.linalg.norm(gs.mean(0) - g_ref)) / scale

@@ -38,10 +38,12 @@ from typing import Any
 from flax import nnx
 
 from flowjax_res._checks import (
-    as_rngs,
+    check_bool,
     check_choice,
+    check_image_shape,
     check_nonnegative_int,
     check_open_interval,
+    check_optional_bool,
     check_positive,
     check_positive_int,
     check_unroll,
@@ -50,10 +52,13 @@ from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import DiagonalGaussian, FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
 from flowjax_res.flows.preprocess import Dequantize, Logit, Scale
-from flowjax_res.flows.stacked import ResidualStack
+from flowjax_res.flows.rngs import as_rngs
+from flowjax_res.flows.stacked import SCAN_MIN_BLOCKS, ResidualStack
 from flowjax_res.flows.tasks import TASKS
 from flowjax_res.layers.actnorm import ActNorm
-from flowjax_res.layers.residual import DENSE_INITS, InverseConfig, LogDetConfig, ResidualBlock
+from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
+from flowjax_res.layers.residual import DENSE_INITS, InverseConfig, ResidualBlock
+from flowjax_res.ops.logdet_config import EstimatorFields, LogDetConfig
 
 __all__ = [
     "ImageFlowConfig",
@@ -70,13 +75,8 @@ __all__ = [
 MODELS = ("resflow", "iresnet")
 
 
-# The flat estimator fields of the configs below, passed to LogDetConfig under the same names.
-_LOGDET_FIELDS = ("estimator", "n_terms", "dist", "p", "lam", "n_exact_terms", "probe", "n_probes", "gradient",
-                  "batch_chunks")
-
-
 @dataclasses.dataclass(frozen=True)
-class _BlockFields:
+class _BlockFields(EstimatorFields):
     """Residual-block settings shared by image and dense flows.
 
     ``estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient,
@@ -106,16 +106,6 @@ class _BlockFields:
     lipschitz_max_iters: int = 100
     lipschitz_vectors: int | None = None
     actnorm: bool = True
-    estimator: str = "roulette"
-    n_terms: int = 10
-    dist: str = "geometric"
-    p: float = 0.5
-    lam: float = 2.0
-    n_exact_terms: int = 2
-    probe: str = "gaussian"
-    n_probes: int = 1
-    gradient: str = "neumann_bif"
-    batch_chunks: int = 1
     logdet: LogDetConfig | dict | None = None
     eval_logdet: LogDetConfig | dict | None = None
     inverse: InverseConfig | dict | None = None
@@ -144,10 +134,8 @@ class _BlockFields:
             raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= lipschitz_max_iters "
                              f"({self.lipschitz_max_iters})")
         for name in ("actnorm", "preact"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.scan is not None and not isinstance(self.scan, bool):
-            raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
+            check_bool(name, getattr(self, name))
+        check_optional_bool("scan", self.scan, "automatic")
         if isinstance(self.actnorm_min_var, bool) or not isinstance(self.actnorm_min_var, (int, float)) \
                 or not self.actnorm_min_var >= 0:
             raise ValueError(f"actnorm_min_var must be a number >= 0, got {self.actnorm_min_var!r}")
@@ -160,7 +148,7 @@ class _BlockFields:
         """The training log-det settings."""
         if self.logdet is not None:
             return self.logdet if isinstance(self.logdet, LogDetConfig) else LogDetConfig(**self.logdet)
-        return LogDetConfig(**{name: getattr(self, name) for name in _LOGDET_FIELDS})
+        return LogDetConfig(**{name: getattr(self, name) for name in EstimatorFields.field_names()})
 
     def block_kwargs(self) -> dict[str, Any]:
         return dict(
@@ -178,14 +166,11 @@ class _BlockFields:
 def _check_norm_fields(cfg) -> None:
     """``norm_orders`` / ``fc_norm_orders`` as tuples of orders in ``[1, inf]`` (strings and
     lists from the command line or ``config.json`` accepted), ``learn_p``, ``mixed_bound``."""
-    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
-
     for name in ("norm_orders", "fc_norm_orders"):
         orders = getattr(cfg, name, None)
         if orders is not None:
             object.__setattr__(cfg, name, parse_norm_orders(orders, name=name))
-    if not isinstance(cfg.learn_p, bool):
-        raise TypeError(f"learn_p must be a bool, got {cfg.learn_p!r}")
+    check_bool("learn_p", cfg.learn_p)
     check_choice("mixed_bound", cfg.mixed_bound, MIXED_BOUNDS)
 
 
@@ -246,8 +231,7 @@ class ImageFlowConfig(_BlockFields):
         check_nonnegative_int("n_fc_blocks", self.n_fc_blocks)
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
         for name in ("fc_actnorm", "first_resblock"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         check_choice("base", self.base, ("normal", "diagonal"))
         if self.n_fc_blocks and self.norm_orders is not None and self.fc_norm_orders is None:
             n_fc = len(self.fc_hidden) + 1
@@ -446,21 +430,6 @@ def dense_flow_config(model: str = "resflow", preset: str = "small", **overrides
     return _config(DenseFlowConfig, f"{model}/toy", preset, overrides)
 
 
-def _image_shape(input_shape) -> tuple[int, int, int]:
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be an (H, W, C) tuple, got {input_shape!r}") from None
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be an (H, W, C) image shape, got {input_shape!r}")
-    return tuple(check_positive_int("input_shape", s) for s in shape)
-
-
-#: Image flows scan a run of identical convolutional blocks when it is longer than this
-#: (``scan=None``); see :class:`_BlockFields`.
-SCAN_MIN_BLOCKS = 4
-
-
 def _conv_unroll(cfg: _BlockFields) -> int | bool:
     """``scan_unroll`` of a convolutional stack (``None``: 1, a loop: the unit compiles once,
     where fully unrolled stacks of the paper image preset take minutes to compile, and
@@ -510,7 +479,7 @@ def build_image_flow(input_shape: Sequence[int], cfg: ImageFlowConfig, *, rngs: 
     ``cfg.scan`` is ``True``, or ``None`` and ``n_blocks > SCAN_MIN_BLOCKS``; the dense
     tail's unless ``cfg.scan`` is ``False``.
     """
-    shape = _image_shape(input_shape)
+    shape = check_image_shape("input_shape", input_shape)
     stage_shapes = multiscale_shapes(shape, cfg.n_scales, factor_out=cfg.factor_out,
                                      initial_squeeze=cfg.initial_squeeze)
     stages = []

@@ -35,13 +35,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax_res._eager import compiled, is_eager
-from flowjax_res._checks import (as_rngs, check_choice, check_nonnegative_int, check_open_interval, check_positive_int,
-                                 check_real_array)
+from flowjax_res._checks import (check_bool, check_choice, check_int_tuple, check_nonnegative_int, check_open_interval,
+                                 check_positive_int, check_real_array)
 from flowjax_res.flows.preprocess import check_levels
 from flowjax_res.flows.presets import preset_config
+from flowjax_res.flows.rngs import as_rngs
 from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.classifier_head import ClassifierHead
-from flowjax_res.layers.residual import InverseConfig, ResidualBlock, _activation
+from flowjax_res.layers.activations import activation_layer
+from flowjax_res.layers.residual import InverseConfig, ResidualBlock
 from flowjax_res.layers.squeeze import Squeeze, squeeze_shape
 from flowjax_res.ops.activations import activation_names
 
@@ -83,14 +85,7 @@ class ClassifierConfig:
     def __post_init__(self):
         check_positive_int("n_levels", self.n_levels)
         for name in ("n_blocks", "hidden_channels", "kernel_sizes"):
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = (value,)
-            if isinstance(value, list):
-                value = tuple(value)
-            if not isinstance(value, tuple) or not value:
-                raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, tuple(check_positive_int(name, v) for v in value))
+            object.__setattr__(self, name, check_int_tuple(name, getattr(self, name)))
         if len(self.hidden_channels) != len(self.n_blocks):
             raise ValueError(f"hidden_channels must have one entry per stage ({len(self.n_blocks)}, as n_blocks), "
                              f"got {self.hidden_channels}")
@@ -102,8 +97,7 @@ class ClassifierConfig:
         check_choice("conv_norm", self.conv_norm, ("fourier", "operator"))
         check_choice("activation", self.activation, activation_names())
         for name in ("initial_squeeze", "actnorm", "lipschitz"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         if self.head_hidden is not None:
             check_positive_int("head_hidden", self.head_hidden)
         if isinstance(self.inverse, dict):
@@ -151,7 +145,7 @@ def _vanilla_g(shape: tuple[int, int, int], cfg: ClassifierConfig, hidden: int, 
     layers: list[nnx.Module] = []
     for i, k in enumerate(cfg.kernel_sizes):
         if i or preact:
-            layers.append(_activation(cfg.activation))
+            layers.append(activation_layer(cfg.activation))
         layers.append(nnx.Conv(chans[i], chans[i + 1], (k, k), padding="SAME", rngs=rngs))
     return nnx.Sequential(*layers)
 
@@ -164,6 +158,9 @@ class IResNetClassifier(nnx.Module):
     :meth:`loss_terms` gives the per-example cross-entropy and correctness that training
     and evaluation average; :meth:`reconstruct` inverts the features.
     """
+
+    #: The labelled task it is trained on (:class:`~flowjax_res.protocol.LabelledModel`).
+    task = "classify"
 
     def __init__(self, input_shape: Sequence[int], n_classes: int, cfg: ClassifierConfig, *, rngs: nnx.Rngs):
         shape = tuple(int(s) for s in input_shape)

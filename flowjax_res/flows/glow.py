@@ -53,12 +53,12 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flowjax_res._checks import as_rngs, check_choice, check_positive_int
-from flowjax_res.flows.builders import SCAN_MIN_BLOCKS, _image_shape
+from flowjax_res._checks import check_bool, check_choice, check_image_shape, check_optional_bool, check_positive_int
+from flowjax_res.flows.rngs import as_rngs
 from flowjax_res.flows.chain import Flow
 from flowjax_res.flows.distribution import FlowDistribution, StandardNormal
 from flowjax_res.flows.multiscale import MultiScale, multiscale_shapes
-from flowjax_res.flows.stacked import ResidualStack
+from flowjax_res.flows.stacked import SCAN_MIN_BLOCKS, ResidualStack
 from flowjax_res.flows.preprocess import Dequantize, Scale
 from flowjax_res.flows.presets import preset_config
 from flowjax_res.layers.actnorm import ActNorm
@@ -112,7 +112,7 @@ class GlowConfig:
             :class:`~flowjax_res.flows.stacked.ResidualStack` run by a ``lax.scan`` (one
             step compiled per level, whatever ``K``); ``False``: the unrolled chain of
             the same steps; ``None`` (default): scan when ``K`` exceeds
-            :data:`~flowjax_res.flows.builders.SCAN_MIN_BLOCKS` (convolutions in a loop
+            :data:`~flowjax_res.flows.stacked.SCAN_MIN_BLOCKS` (convolutions in a loop
             body are slower on XLA's CPU backend; see the builders).
     """
 
@@ -140,11 +140,9 @@ class GlowConfig:
         check_positive_int("kernel_size", self.kernel_size)
         if self.permutation == "emerging" and self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd for permutation='emerging', got {self.kernel_size!r}")
-        if self.scan is not None and not isinstance(self.scan, bool):
-            raise TypeError(f"scan must be a bool or None (automatic), got {self.scan!r}")
+        check_optional_bool("scan", self.scan, "automatic")
         for name in ("split_prior", "learn_top", "glow_split"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
 
 
 # Glow on CIFAR-10 (Kingma & Dhariwal 2018, Sec. 5 and App.): L = 3, K = 32, 512 channels,
@@ -212,7 +210,7 @@ def glow_multiscale(input_shape: Sequence[int], cfg: GlowConfig, *, rngs: nnx.Rn
     """The flow proper (no pre-processing): a :class:`MultiScale` on ``(H, W, C)``
     inputs with an initial squeeze, ``cfg.n_scales`` levels of ``cfg.n_steps`` steps
     ``ActNorm -> permutation -> coupling``, split priors and the learned top prior."""
-    shape = _image_shape(input_shape)
+    shape = check_image_shape("input_shape", input_shape)
     stage_shapes = multiscale_shapes(shape, cfg.n_scales, factor_out=True, initial_squeeze=True)
     coupling_cls = AffineCoupling if cfg.coupling == "affine" else AdditiveCoupling
     stages = []
@@ -245,7 +243,7 @@ def build_glow(input_shape: Sequence[int], cfg: GlowConfig, *, rngs: nnx.Rngs) -
     """A :class:`FlowDistribution` for integer images of ``input_shape`` from ``cfg``:
     ``Flow([Dequantize, Scale(shift=-0.5), glow_multiscale])`` and a standard normal
     base on the flat latent."""
-    shape = _image_shape(input_shape)
+    shape = check_image_shape("input_shape", input_shape)
     body = glow_multiscale(shape, cfg, rngs=rngs)
     pre = [Dequantize(cfg.n_levels), Scale(cfg.n_levels, shift=-0.5)]
     return FlowDistribution(Flow([*pre, body], event_shape=shape), StandardNormal(math.prod(shape)))
@@ -309,7 +307,7 @@ def match_hidden_channels(
     overrides = dict(overrides)
     if "hidden_channels" in overrides:
         raise ValueError("hidden_channels cannot be given to match_hidden_channels (it is what it picks)")
-    shape = _image_shape(input_shape)
+    shape = check_image_shape("input_shape", input_shape)
     counts = []
     for h in (1, 2, 3):
         cfg = glow_config(preset, **overrides, hidden_channels=h)

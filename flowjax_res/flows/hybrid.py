@@ -64,6 +64,9 @@ class HybridModel(nnx.Module):
     one forward pass for both ``log p(x)`` and the logits.
     """
 
+    #: The labelled task it is trained on (:class:`~flowjax_res.protocol.LabelledModel`).
+    task = "hybrid"
+
     def __init__(self, dist: FlowDistribution, n_classes: int, *, head_hidden: int | None = 256, rngs: nnx.Rngs):
         self.dist = dist
         self.event_shape = dist.event_shape

@@ -25,12 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flowjax_res.protocol import Bijector
+from flowjax_res.protocol import Bijector, Cache
 from flowjax_res._checks import check_positive_int, check_shape, check_unroll
-from flowjax_res.layers.variables import InitFlag, PowerIterState, PowerIterStats
+from flowjax_res.layers.variables import InitFlag
 from flowjax_res.ops.keys import split_key
 
-__all__ = ["ResidualStack"]
+__all__ = ["ResidualStack", "SCAN_MIN_BLOCKS"]
+
+#: Image flows scan a run of identical convolutional blocks when it is longer than this
+#: (``scan=None``; see :class:`~flowjax_res.flows.builders.ImageFlowConfig`).
+SCAN_MIN_BLOCKS = 4
 
 
 def _stack_states(states: Sequence) -> object:
@@ -130,7 +134,7 @@ class ResidualStack(Bijector):
             if writes:
                 new_state = nnx.split(unit)[1]
             elif writes_power:
-                new_state = nnx.state(unit, (PowerIterState, PowerIterStats))
+                new_state = nnx.state(unit, Cache)
             else:
                 new_state = None
             return (h, ld), (new_state, info)
@@ -143,15 +147,15 @@ class ResidualStack(Bijector):
         return h, ld, info
 
     def _writes_power(self) -> bool:
-        """Some stacked Lipschitz layer is in training mode (its forward pass stores its
-        converged power-iteration state) and the stacked variables can be updated in the
-        current trace context."""
-        from flowjax_res.layers.lipschitz import LipschitzLayer
-
-        layers = [n for _, n in nnx.iter_graph(self.unit) if isinstance(n, LipschitzLayer)]
-        return bool(layers) and any(not layer.deterministic for layer in layers) and all(
+        """Some stacked module that holds :class:`~flowjax_res.protocol.Cache` variables (a
+        Lipschitz layer's power-iteration state) is in training mode (its forward pass
+        stores the cache) and the stacked caches can be updated in the current trace
+        context."""
+        owners = [n for _, n in nnx.iter_graph(self.unit)
+                  if isinstance(n, nnx.Module) and any(isinstance(a, Cache) for a in vars(n).values())]
+        return bool(owners) and any(not getattr(n, "deterministic", True) for n in owners) and all(
             getattr(var, "_can_update", True) for var in jax.tree.leaves(
-                nnx.state(self.unit, PowerIterState), is_leaf=lambda x: isinstance(x, nnx.Variable)))
+                nnx.state(self.unit, Cache), is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
     def _initialized(self) -> bool:
         """Every unit's data-dependent init has run (known outside any trace): the

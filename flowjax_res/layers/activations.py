@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flowjax_res._checks import check_positive
-from flowjax_res.ops.activations import get_activation, lipswish
+from flowjax_res._checks import check_choice, check_positive
+from flowjax_res.ops.activations import activation_names, get_activation, lipswish
 
 
 class LipSwish(nnx.Module):
@@ -47,3 +47,10 @@ class Activation(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         return get_activation(self.name)(x)
 
+
+
+def activation_layer(name: str) -> nnx.Module:
+    """The module of activation ``name``: :class:`LipSwish` (learnable ``beta``) for
+    ``"lipswish"``, else :class:`Activation`; ``ValueError`` naming the known ones."""
+    check_choice("activation", name, activation_names())
+    return LipSwish() if name == "lipswish" else Activation(name)

@@ -62,7 +62,6 @@ stale value. What ``sigma_i`` promises depends on the orders and ``bound``:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -71,23 +70,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from flowjax_res._checks import check_choice, check_positive, check_positive_int, check_shape
-from flowjax_res.layers.lipschitz import (
-    DEFAULT_EVAL_MAX_ITERS,
-    DEFAULT_EVAL_RTOL,
-    DEFAULT_MAX_ITERS,
-    DEFAULT_RTOL,
+from flowjax_res._checks import check_bool, check_choice, check_positive, check_positive_int, check_sequence
+from flowjax_res.layers.lipschitz_layer import (
+    CONV_ARGUMENTS,
     EXPLICIT_OPERATOR_MAX_ENTRIES,
-    Initializer,
+    ConvShape,
+    DenseShape,
+    LayerSettings,
     LipschitzLayer,
-    _check_coeff,
-    _check_tolerance,
-    _ConvOperator,
-    _DenseOperator,
-    _fourier_norm,
-    _pair,
+    fourier_norm,
 )
-from flowjax_res.layers.variables import PowerIterState, PowerIterStats
 from flowjax_res.ops import linalg
 from flowjax_res.ops.induced_norm import (
     INF,
@@ -104,7 +96,6 @@ from flowjax_res.ops.induced_norm import (
     init_starts,
     vector_norm,
 )
-from flowjax_res.ops.power_iteration import check_conv_padding, check_conv_strides, conv_apply, conv_output_shape
 
 __all__ = ["NormOrder", "InducedNormDense", "InducedNormConv", "MIXED_BOUNDS", "THETA_MAX", "norm_order_chain",
            "mixed_norm_orders", "parse_norm_orders", "resolve_norm_orders"]
@@ -131,9 +122,7 @@ class NormOrder(nnx.Module):
 
     def __init__(self, p: float = 2.0, *, learnable: bool = False):
         p = check_order("p", p)
-        if not isinstance(learnable, bool):
-            raise TypeError(f"learnable must be a bool, got {learnable!r}")
-        self.learnable = learnable
+        self.learnable = check_bool("learnable", learnable)
         if learnable:
             if not 1.0 < p < INF:
                 raise ValueError(f"a learned order must start in the open interval (1, inf), got p={p!r}")
@@ -209,19 +198,13 @@ class _InducedNormLayer(LipschitzLayer):
     def learnable_orders(self) -> bool:
         return self.domain.learnable or self.codomain.learnable
 
-    def _init_state(self, key, u_shape, v_shape, *, n_vectors, n_power_iters, rtol, max_iters, eval_rtol,
-                    eval_max_iters, init_max_iters, init_rtol) -> None:
-        self.n_vectors = DEFAULT_N_STARTS if n_vectors is None else check_positive_int("n_vectors", n_vectors)
-        self.n_power_iters = check_positive_int("n_power_iters", n_power_iters)
-        self.rtol, self.max_iters = _check_tolerance(rtol, max_iters)
-        self.eval_rtol, self.eval_max_iters = _check_tolerance(eval_rtol, eval_max_iters, "eval_")
-        if self.n_power_iters > min(self.max_iters, self.eval_max_iters):
-            raise ValueError(f"n_power_iters ({self.n_power_iters}) must be <= max_iters ({self.max_iters}) and "
-                             f"eval_max_iters ({self.eval_max_iters})")
-        init_max_iters = check_positive_int("init_max_iters", init_max_iters)
-        init_rtol = check_positive("init_rtol", init_rtol)
-        self.deterministic = False
-        self.prescaled = False
+    def _init_state(self, key, u_shape, v_shape, s: LayerSettings) -> None:
+        """``n_vectors`` rows (default ``DEFAULT_N_STARTS``), the settings of
+        :meth:`~flowjax_res.layers.lipschitz_layer.LipschitzLayer._init_power_settings`,
+        and the best ``n_vectors`` of ``INIT_STARTS`` random starts iterated on the initial
+        kernel (where the power method is used) with their dual vectors."""
+        self.n_vectors = DEFAULT_N_STARTS if s.n_vectors is None else check_positive_int("n_vectors", s.n_vectors)
+        init_max_iters, init_rtol = self._init_power_settings(s)
         kernel = self.kernel[...]
         p, q = self.orders()
         x0 = init_starts(key, max(INIT_STARTS, self.n_vectors), v_shape, dtype=kernel.dtype)
@@ -234,10 +217,7 @@ class _InducedNormLayer(LipschitzLayer):
         else:
             x = x0[: self.n_vectors]
             z = jnp.zeros((self.n_vectors, *u_shape), kernel.dtype)
-        self.u = PowerIterState(z)
-        self.v = PowerIterState(x)
-        self.power_iters = PowerIterStats(jnp.zeros((), jnp.int32))
-        self.power_converged = PowerIterStats(jnp.ones((), jnp.bool_))
+        self._set_power_state(z, x)
 
     def _uses_power(self) -> bool:
         p, q = self.orders()
@@ -359,15 +339,7 @@ class _InducedNormLayer(LipschitzLayer):
         raise NotImplementedError
 
 
-@dataclasses.dataclass(frozen=True)
-class _PixelMatrix:
-    """``v -> v @ W[0, 0]`` (a 1x1 convolution's matrix at one pixel)."""
-
-    def __call__(self, kernel, v):
-        return v @ kernel[0, 0]
-
-
-class InducedNormDense(_InducedNormLayer):
+class InducedNormDense(DenseShape, _InducedNormLayer):
     """Dense layer ``y = x @ (c W / max(sigma, c)) + b`` with ``sigma = ||W||_{p->q}``, the
     norm induced by the ``domain`` order ``p`` on inputs and the ``codomain`` order ``q``
     on outputs (Residual Flows, Chen et al., 2019, Sec. 3.4).
@@ -384,8 +356,8 @@ class InducedNormDense(_InducedNormLayer):
         used whatever ``bound`` says.
       n_vectors: starting vectors iterated side by side (default 4; the best of 32
         random starts at construction).
-      n_power_iters, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, param_dtype, rngs: as in
-        :class:`~flowjax_res.layers.lipschitz.LipschitzDense`.
+      rngs, settings: as in :class:`~flowjax_res.layers.lipschitz.LipschitzDense` (the other
+        fields of :class:`~flowjax_res.layers.lipschitz_layer.LayerSettings`).
     """
 
     def __init__(
@@ -397,31 +369,13 @@ class InducedNormDense(_InducedNormLayer):
         codomain: float | NormOrder = 2.0,
         coeff: float = 0.98,
         bound: str = "certified",
-        n_power_iters: int = 1,
-        n_vectors: int | None = None,
-        rtol: float = DEFAULT_RTOL,
-        max_iters: int = DEFAULT_MAX_ITERS,
-        eval_rtol: float = DEFAULT_EVAL_RTOL,
-        eval_max_iters: int = DEFAULT_EVAL_MAX_ITERS,
-        use_bias: bool = True,
-        init_max_iters: int = 1000,
-        init_rtol: float = 1e-7,
-        kernel_init: Initializer = nnx.initializers.lecun_normal(),
-        bias_init: Initializer = nnx.initializers.zeros_init(),
-        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **settings,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.out_features = check_positive_int("out_features", out_features)
-        self.coeff = _check_coeff(coeff)
-        self.use_bias = bool(use_bias)
+        s = LayerSettings.of(type(self).__name__, settings)
+        self._init_dense(in_features, out_features, coeff=coeff, settings=s, rngs=rngs)
         self._init_orders(domain, codomain, bound)
-        self._operator = _DenseOperator()
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (self.in_features, self.out_features), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (self.out_features,), param_dtype)) if self.use_bias else None
-        self._init_state(rngs.params(), (self.out_features,), (self.in_features,), n_vectors=n_vectors,
-                         n_power_iters=n_power_iters, rtol=rtol, max_iters=max_iters, eval_rtol=eval_rtol,
-                         eval_max_iters=eval_max_iters, init_max_iters=init_max_iters, init_rtol=init_rtol)
+        self._init_state(rngs.params(), (self.out_features,), (self.in_features,), s)
 
     def _closed_or_bound(self, kernel, p, q):
         if isinstance(p, float) and isinstance(q, float) and has_closed_form(p, q):
@@ -450,18 +404,8 @@ class InducedNormDense(_InducedNormLayer):
     def _certified(self, kernel, p, q):
         return dense_upper_bound(kernel, p, q)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x`` of shape ``(..., in_features)`` -> ``(..., out_features)``."""
-        if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x must have shape (..., {self.in_features}) for InducedNormDense(in_features="
-                             f"{self.in_features}); got shape {x.shape}")
-        y = x @ self._applied_kernel()
-        if self.bias is not None:
-            y = y + self.bias[...]
-        return y
 
-
-class InducedNormConv(_InducedNormLayer):
+class InducedNormConv(ConvShape, _InducedNormLayer):
     """2-D convolution normalised by the induced norm ``||A||_{p->q}`` of its *operator* on
     ``input_shape`` images (all pixels and channels of one image form the vector whose
     ``p``-norm is taken), NHWC / HWIO.
@@ -475,80 +419,30 @@ class InducedNormConv(_InducedNormLayer):
     with the image like ``(H W)^{1/q - 1/p}`` (a delta kernel has exactly that norm).
 
     Args:
-      in_channels, out_channels, kernel_size, input_shape, padding, strides: as in
+      in_channels, out_channels, kernel_size: as in
         :class:`~flowjax_res.layers.lipschitz.LipschitzConv`.
-      domain, codomain, coeff, bound, n_vectors, n_power_iters, rtol, max_iters, eval_rtol, eval_max_iters, use_bias, init_max_iters, init_rtol, kernel_init, bias_init, param_dtype, rngs: as in
+      domain, codomain, bound, rngs: as in :class:`InducedNormDense`.
+      kwargs: ``input_shape`` (required), ``padding``, ``strides`` and ``coeff``
+        (:data:`~flowjax_res.layers.lipschitz_layer.CONV_ARGUMENTS`) as in
+        :class:`~flowjax_res.layers.lipschitz.LipschitzConv`, and the fields of
+        :class:`~flowjax_res.layers.lipschitz_layer.LayerSettings` as in
         :class:`InducedNormDense`.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        *,
-        input_shape: Sequence[int],
-        domain: float | NormOrder = 2.0,
-        codomain: float | NormOrder = 2.0,
-        coeff: float = 0.98,
-        bound: str = "certified",
-        padding: str | Sequence[tuple[int, int]] = "SAME",
-        strides: int | Sequence[int] = (1, 1),
-        n_power_iters: int = 1,
-        n_vectors: int | None = None,
-        rtol: float = DEFAULT_RTOL,
-        max_iters: int = DEFAULT_MAX_ITERS,
-        eval_rtol: float = DEFAULT_EVAL_RTOL,
-        eval_max_iters: int = DEFAULT_EVAL_MAX_ITERS,
-        use_bias: bool = True,
-        init_max_iters: int = 1000,
-        init_rtol: float = 1e-7,
-        kernel_init: Initializer = nnx.initializers.lecun_normal(),
-        bias_init: Initializer = nnx.initializers.zeros_init(),
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.kernel_size = _pair("kernel_size", kernel_size)
-        self.strides = check_conv_strides(_pair("strides", strides))
-        self.padding = check_conv_padding(padding)
-        try:
-            input_shape = tuple(input_shape)
-        except TypeError:
-            raise TypeError(f"input_shape must be (H, W) or (H, W, in_channels), got {input_shape!r}") from None
-        if len(input_shape) not in (2, 3) or (len(input_shape) == 3 and input_shape[2] != self.in_channels):
-            raise ValueError(f"input_shape must be (H, W) or (H, W, in_channels={self.in_channels}), "
-                             f"got {input_shape!r}")
-        h, w = (check_positive_int("input_shape", s) for s in input_shape[:2])
-        self.input_shape = (h, w, self.in_channels)
-        self.coeff = _check_coeff(coeff)
-        self.use_bias = bool(use_bias)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], *,
+                 domain: float | NormOrder = 2.0, codomain: float | NormOrder = 2.0, bound: str = "certified",
+                 rngs: nnx.Rngs, **kwargs):
+        geometry = {name: kwargs.pop(name) for name in CONV_ARGUMENTS if name in kwargs}
+        s = LayerSettings.of(type(self).__name__, kwargs)
+        kshape = self._init_conv(in_channels, out_channels, kernel_size, **geometry)
         self._init_orders(domain, codomain, bound)
-        kshape = (*self.kernel_size, self.in_channels, self.out_channels)
-        try:
-            self.output_shape = conv_output_shape(self.input_shape, kshape, padding=self.padding, strides=self.strides)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"input_shape {input_shape!r} is incompatible with kernel_size {self.kernel_size}, "
-                             f"padding {self.padding!r}, strides {self.strides}: {e}") from None
-        if min(self.output_shape) < 1:
-            raise ValueError(f"input_shape {input_shape!r} is too small for kernel_size {self.kernel_size}; "
-                             f"output shape would be {self.output_shape}")
-        self._operator = _ConvOperator(self.padding, self.strides)
-        self._conv_operator = self._operator
-        self.kernel = nnx.Param(kernel_init(rngs.params(), kshape, param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (self.out_channels,), param_dtype)) if self.use_bias else None
-        self._init_state(rngs.params(), self.output_shape, self.input_shape, n_vectors=n_vectors,
-                         n_power_iters=n_power_iters, rtol=rtol, max_iters=max_iters, eval_rtol=eval_rtol,
-                         eval_max_iters=eval_max_iters, init_max_iters=init_max_iters, init_rtol=init_rtol)
-
-    def _pads(self):
-        return self.padding if isinstance(self.padding, str) else tuple(tuple(p) for p in self.padding)
+        self._operator = self._conv_operator
+        self._init_kernel(kshape, s, rngs)
+        self._init_state(rngs.params(), self.output_shape, self.input_shape, s)
 
     def _closed_or_bound(self, kernel, p, q):
-        if isinstance(p, float) and isinstance(q, float) and has_closed_form(p, q):
-            return conv_closed_form(kernel, self.input_shape[:2], p, q, padding=self.padding,
-                                    strides=self.strides)[0]
+        """The closed form where there is one, else the certified bound (which tests for the
+        closed form itself)."""
         return self._certified(kernel, p, q)
 
     def _certified(self, kernel, p, q):
@@ -557,20 +451,9 @@ class InducedNormConv(_InducedNormLayer):
                                     strides=self.strides)[0]
         if self.strides != (1, 1):
             raise ValueError("bound='certified' needs stride 1 (the Fourier bound); use bound='power'")
-        spectral, _ = _fourier_norm(kernel, input_hw=self.input_shape[:2], padding=self._pads())
+        spectral, _ = fourier_norm(kernel, input_hw=self.input_shape[:2], padding=self._pads(), strides=(1, 1))
         return conv_upper_bound(kernel, self.input_shape, p, q, padding=self.padding, strides=self.strides,
                                 spectral=spectral)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x`` of shape ``(batch, H, W, in_channels)`` -> ``(batch, H', W', out_channels)``."""
-        if x.ndim != 4:
-            raise ValueError(f"x must have shape (batch, {', '.join(map(str, self.input_shape))}) for "
-                             f"InducedNormConv; got shape {x.shape}")
-        check_shape("x", x.shape[1:], self.input_shape, "the input_shape given to InducedNormConv")
-        y = conv_apply(self._applied_kernel(), x, padding=self.padding, strides=self.strides)
-        if self.bias is not None:
-            y = y + self.bias[...]
-        return y
 
 
 def mixed_norm_orders(model: nnx.Module) -> dict[str, float]:
@@ -597,12 +480,7 @@ def parse_norm_orders(norm_orders, *, name: str = "norm_orders") -> tuple[float,
             norm_orders = tuple(text)
         else:
             norm_orders = (text,)
-    try:
-        orders = tuple(norm_orders)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of orders in [1, inf], got {norm_orders!r}") from None
-    if not orders:
-        raise ValueError(f"{name} must hold at least one order in [1, inf], got {norm_orders!r}")
+    orders = check_sequence(name, norm_orders, "a non-empty sequence of orders in [1, inf]")
     parsed = []
     for i, o in enumerate(orders):
         if isinstance(o, str):

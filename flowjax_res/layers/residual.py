@@ -34,14 +34,15 @@ from flax import nnx
 
 from flowjax_res.protocol import Bijector
 from flowjax_res._checks import (
+    check_bool,
     check_choice,
-    check_nonnegative_int,
-    check_open_interval,
+    check_image_shape,
+    check_int_tuple,
     check_positive,
     check_positive_int,
     check_shape,
 )
-from flowjax_res.layers.activations import Activation, LipSwish
+from flowjax_res.layers.activations import activation_layer
 from flowjax_res.layers.lipschitz import (
     DEFAULT_MAX_ITERS,
     DEFAULT_RTOL,
@@ -59,66 +60,14 @@ from flowjax_res.layers.mixed_lipschitz import (
 from flowjax_res.ops.activations import activation_names
 from flowjax_res.ops.fixed_point import METHODS as INVERSE_METHODS
 from flowjax_res.ops.fixed_point import fixed_point_inverse
-from flowjax_res.ops.logdet import ESTIMATORS, GRADIENTS, residual_forward_with_info
-from flowjax_res.ops.probes import PROBE_KINDS
-from flowjax_res.ops.roulette import ROULETTE_DISTS
+from flowjax_res.ops.logdet import residual_forward_with_info
+from flowjax_res.ops.logdet_config import LogDetConfig
 
-__all__ = ["LogDetConfig", "InverseConfig", "ResidualBlock"]
+__all__ = ["BranchSettings", "LogDetConfig", "InverseConfig", "ResidualBlock"]
 
 EXACT_EVAL_MAX_DIM = 16
 # Initial weights of the dense blocks' layers (ResidualBlock.dense(init=)).
 DENSE_INITS = ("lecun", "uniform")
-
-
-@dataclasses.dataclass(frozen=True)
-class LogDetConfig:
-    """Settings of :func:`flowjax_res.ops.logdet.residual_logdet` (same names and
-    meaning): ``estimator`` in ``"exact" | "series" | "roulette"``; ``n_terms`` for
-    ``"series"``; roulette law ``dist`` (``"geometric"`` with ``p`` / ``"poisson"`` with
-    ``lam``) and ``n_exact_terms`` (the number of terms always evaluated; the official
-    code's geometric ``n_exact_terms = m`` is our ``m + 1``, its Poisson one is ours: see
-    :mod:`flowjax_res.ops.logdet`); Hutchinson ``probe`` and ``n_probes``; ``gradient``
-    in ``"neumann_bif" | "neumann" | "autodiff"``; ``share_terms``; ``max_terms``;
-    ``batch_chunks`` (execution only: the batch is processed in that many chunks side
-    by side, which lets a multi-core CPU run their products concurrently)."""
-
-    estimator: str = "roulette"
-    n_terms: int = 10
-    dist: str = "geometric"
-    p: float = 0.5
-    lam: float = 2.0
-    n_exact_terms: int = 2
-    probe: str = "gaussian"
-    n_probes: int = 1
-    gradient: str = "neumann_bif"
-    share_terms: bool = True
-    max_terms: int = 64
-    batch_chunks: int = 1
-
-    def __post_init__(self):
-        check_choice("estimator", self.estimator, ESTIMATORS)
-        check_positive_int("n_terms", self.n_terms)
-        check_choice("dist", self.dist, ROULETTE_DISTS)
-        check_open_interval("p", self.p, 0.0, 1.0)
-        check_positive("lam", self.lam)
-        check_nonnegative_int("n_exact_terms", self.n_exact_terms)
-        check_choice("probe", self.probe, PROBE_KINDS)
-        check_positive_int("n_probes", self.n_probes)
-        check_choice("gradient", self.gradient, GRADIENTS)
-        if not isinstance(self.share_terms, bool):
-            raise TypeError(f"share_terms must be a bool, got {self.share_terms!r}")
-        check_positive_int("max_terms", self.max_terms)
-        check_positive_int("batch_chunks", self.batch_chunks)
-        if self.estimator == "roulette" and self.max_terms < self.n_exact_terms:
-            raise ValueError(f"max_terms must be >= n_exact_terms ({self.n_exact_terms}), got {self.max_terms!r}")
-
-    @property
-    def stochastic(self) -> bool:
-        """Whether the estimate needs a random key (all but ``"exact"``)."""
-        return self.estimator != "exact"
-
-    def kwargs(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,9 +134,74 @@ def default_eval_logdet(dim: int) -> LogDetConfig:
     return LogDetConfig(estimator="roulette", n_exact_terms=20, n_probes=4, max_terms=84, share_terms=False)
 
 
-def _activation(name: str) -> nnx.Module:
-    check_choice("activation", name, activation_names())
-    return LipSwish() if name == "lipswish" else Activation(name)
+@dataclasses.dataclass(frozen=True)
+class BranchSettings:
+    """The settings of a residual branch ``g`` that :meth:`ResidualBlock.dense` and
+    :meth:`ResidualBlock.conv` share, given to them as keyword arguments of these names.
+
+    Attributes:
+      activation: between the layers (1-Lipschitz, so ``Lip(g) <= coeff^L`` for ``L``
+        layers of norm at most ``coeff``).
+      coeff: each layer's bound ``c``.
+      n_power_iters, lipschitz_rtol, lipschitz_max_iters, lipschitz_vectors: the layers'
+        power iteration (at least ``n_power_iters`` iterations per forward pass, then to
+        the relative tolerance, at most ``lipschitz_max_iters``; ``lipschitz_vectors``
+        the block size; see :class:`~flowjax_res.layers.lipschitz.LipschitzDense`).
+      norm_orders: induced mixed norms (Chen et al., 2019, Sec. 3.4): the orders of the
+        layers' domains (1, ``L``, or ``L + 1`` entries with the first repeated last, as
+        the official ``--vnorms``; see
+        :func:`~flowjax_res.layers.mixed_lipschitz.resolve_norm_orders`), layer ``i``
+        mapping order ``p_i`` to ``p_{i+1}`` and the last back to ``p_1``, so that
+        ``Lip(g) <= coeff^L`` in the ``p_1``-norm. A layer whose orders are both fixed at
+        2 is a spectral Lipschitz layer, so ``norm_orders=(2, 2, 2)`` without ``learn_p``
+        is the default block.
+      learn_p: learn every order (starting from ``norm_orders``, default all 2).
+      mixed_bound: ``"certified"`` (default: a Riesz--Thorin upper bound, the block bound
+        holds by construction) or ``"power"`` (the paper's generalised power method, an
+        estimate from below); see :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense`.
+      preact: the activation also comes *before* the first layer (``g = W_L phi(...
+        phi(W_1 phi(x)))``, the pre-activation blocks of the official Residual Flows and
+        i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz).
+    """
+
+    activation: str = "lipswish"
+    coeff: float = 0.98
+    n_power_iters: int = 1
+    lipschitz_rtol: float = DEFAULT_RTOL
+    lipschitz_max_iters: int = DEFAULT_MAX_ITERS
+    lipschitz_vectors: int | None = None
+    norm_orders: Sequence[float] | str | None = None
+    learn_p: bool = False
+    mixed_bound: str = "certified"
+    preact: bool = False
+
+    def __post_init__(self):
+        check_choice("activation", self.activation, activation_names())
+        check_bool("preact", self.preact)
+        check_bool("learn_p", self.learn_p)
+        check_choice("mixed_bound", self.mixed_bound, MIXED_BOUNDS)
+
+    @classmethod
+    def split(cls, kwargs: dict[str, Any]) -> tuple[BranchSettings, dict[str, Any]]:
+        """``(settings, rest)``: the settings named in ``kwargs`` and the other keywords."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return (cls(**{k: v for k, v in kwargs.items() if k in names}),
+                {k: v for k, v in kwargs.items() if k not in names})
+
+    def layer_kwargs(self, rngs: nnx.Rngs) -> dict[str, Any]:
+        """The keyword arguments of one Lipschitz layer of the branch (a new dict)."""
+        return dict(coeff=self.coeff, n_power_iters=self.n_power_iters, rtol=self.lipschitz_rtol,
+                    max_iters=self.lipschitz_max_iters, n_vectors=self.lipschitz_vectors, rngs=rngs)
+
+    def norm_chain(self, n_layers: int):
+        """The shared :class:`~flowjax_res.layers.mixed_lipschitz.NormOrder` objects of a
+        branch of ``n_layers`` layers (``None``: spectral layers only)."""
+        if self.norm_orders is None and not self.learn_p:
+            return None
+        orders = resolve_norm_orders((2.0,) if self.norm_orders is None else self.norm_orders, n_layers)
+        if not self.learn_p and all(o == 2.0 for o in orders):
+            return None
+        return norm_order_chain(orders, learnable=self.learn_p)
 
 
 class ResidualBlock(Bijector):
@@ -223,89 +237,46 @@ class ResidualBlock(Bijector):
     ):
         if not isinstance(g, nnx.Module):
             raise TypeError(f"g must be an nnx.Module mapping (batch, *input_shape) to itself, got {g!r}")
-        try:
-            shape = tuple(input_shape)
-        except TypeError:
-            raise TypeError(f"input_shape must be a sequence of positive integers, got {input_shape!r}") from None
-        if not shape:
-            raise ValueError(f"input_shape must have at least one axis, got {input_shape!r}")
-        self.input_shape = tuple(check_positive_int("input_shape", s) for s in shape)
+        self.input_shape = check_int_tuple("input_shape", input_shape, allow_int=False,
+                                           what="a non-empty sequence of positive integers")
         self.g = g
         self.logdet = _as_config("logdet", logdet, LogDetConfig) or LogDetConfig()
         self.eval_logdet = _as_config("eval_logdet", eval_logdet, LogDetConfig) or default_eval_logdet(
             math.prod(self.input_shape)
         )
         self.inverse_config = _as_config("inverse", inverse, InverseConfig) or InverseConfig()
-        if not isinstance(deterministic, bool):
-            raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
-        self.deterministic = deterministic
+        self.deterministic = check_bool("deterministic", deterministic)
 
     # -- constructors ------------------------------------------------------------
     @classmethod
-    def dense(
-        cls,
-        dim: int,
-        hidden: Sequence[int] = (128, 128),
-        *,
-        activation: str = "lipswish",
-        coeff: float = 0.98,
-        n_power_iters: int = 1,
-        lipschitz_rtol: float = DEFAULT_RTOL,
-        lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
-        lipschitz_vectors: int | None = None,
-        norm_orders: Sequence[float] | str | None = None,
-        learn_p: bool = False,
-        mixed_bound: str = "certified",
-        preact: bool = False,
-        last_init_scale: float = 1.0,
-        init: str = "lecun",
-        rngs: nnx.Rngs,
-        **kwargs,
-    ) -> ResidualBlock:
+    def dense(cls, dim: int, hidden: Sequence[int] = (128, 128), *, last_init_scale: float = 1.0,
+              init: str = "lecun", rngs: nnx.Rngs, **kwargs) -> ResidualBlock:
         """Dense block on ``(batch, dim)``: ``g`` = LipschitzDense ``dim -> hidden[0] ->
-        ... -> dim`` with ``activation`` between the layers (each layer has spectral
-        norm ``<= coeff`` and the activations are 1-Lipschitz, so ``Lip(g) <=
-        coeff^(len(hidden)+1)``). ``n_power_iters``, ``lipschitz_rtol`` and
-        ``lipschitz_max_iters`` (and ``lipschitz_vectors``, the block size) set the layers' power iteration (at least that many
-        iterations per forward pass, then to the relative tolerance; see
-        :class:`~flowjax_res.layers.lipschitz.LipschitzDense`). ``kwargs`` go to the
-        constructor (``logdet``, ``eval_logdet``, ``inverse``, ``deterministic``).
+        ... -> dim`` with an activation between the layers (each layer has spectral norm
+        ``<= coeff`` and the activations are 1-Lipschitz, so ``Lip(g) <=
+        coeff^(len(hidden)+1)``). ``kwargs``: the fields of :class:`BranchSettings`
+        (activation, ``coeff``, the layers' power iteration, induced mixed norms with
+        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense` layers, ``preact``);
+        the others go to the constructor (``logdet``, ``eval_logdet``, ``inverse``,
+        ``deterministic``).
 
-        Induced mixed norms (Chen et al., 2019, Sec. 3.4): ``norm_orders`` gives the
-        orders of the layers' domains (1, ``len(hidden) + 1``, or ``len(hidden) + 2``
-        entries with the first repeated last, as the official ``--vnorms``; see
-        :func:`~flowjax_res.layers.mixed_lipschitz.resolve_norm_orders`), layer ``i``
-        mapping order ``p_i`` to ``p_{i+1}`` and the last back to ``p_1``, so that
-        ``Lip(g) <= coeff^L`` in the ``p_1``-norm; ``learn_p`` learns every order
-        (starting from ``norm_orders``, default all 2); ``mixed_bound`` is ``"certified"``
-        (default: a Riesz--Thorin upper bound, the block bound holds by construction) or
-        ``"power"`` (the paper's generalised power method, an estimate from below). A
-        layer whose orders are both fixed at 2 is a spectral
-        :class:`~flowjax_res.layers.lipschitz.LipschitzDense`, so ``norm_orders=(2,
-        2, 2)`` without ``learn_p`` is the default block.
-        See :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormDense`.
-
-        ``preact``: the activation also comes *before* the first layer (``g = W_L phi(...
-        phi(W_1 phi(x)))``, the pre-activation blocks of the official Residual Flows and
-        i-ResNet code; ``Lip(g)`` keeps the same bound, ``phi`` being 1-Lipschitz).
         ``init``: the layers' initial weights, ``"lecun"`` (LeCun-normal kernels, zero
         biases) or ``"uniform"`` (kernels and biases uniform on ``+-1/sqrt(fan_in)``: PyTorch's
         ``nn.Linear`` default, hence the official code's); ``last_init_scale`` multiplies the
         last layer's initial kernel (the official toy runs' ``zero_init`` divides it by 1000,
         so that every block starts near the identity)."""
+        branch, kwargs = BranchSettings.split(kwargs)
         dim = check_positive_int("dim", dim)
         last_init_scale = check_positive("last_init_scale", last_init_scale)
         check_choice("init", init, DENSE_INITS)
-        hidden = _int_tuple("hidden", hidden, allow_empty=True)
-        check_choice("activation", activation, activation_names())
+        hidden = check_int_tuple("hidden", hidden, allow_empty=True)
         dims = (dim, *hidden, dim)
-        chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(dims) - 1)
+        chain = branch.norm_chain(len(dims) - 1)
         layers: list[nnx.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            if i or _check_bool("preact", preact):
-                layers.append(_activation(activation))
-            kw = dict(coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol, max_iters=lipschitz_max_iters,
-                      n_vectors=lipschitz_vectors, rngs=rngs)
+            if i or branch.preact:
+                layers.append(activation_layer(branch.activation))
+            kw = branch.layer_kwargs(rngs)
             kernel_init = nnx.initializers.lecun_normal()
             if init == "uniform":
                 kernel_init = kw["bias_init"] = _fan_in_uniform(a)
@@ -316,62 +287,36 @@ class ResidualBlock(Bijector):
                 layers.append(LipschitzDense(a, b, **kw))
             else:
                 layers.append(InducedNormDense(a, b, domain=chain[i], codomain=chain[(i + 1) % len(chain)],
-                                               bound=mixed_bound, **kw))
+                                               bound=branch.mixed_bound, **kw))
         return cls(nnx.Sequential(*layers), (dim,), **kwargs)
 
     @classmethod
-    def conv(
-        cls,
-        input_shape: Sequence[int],
-        hidden_channels: int = 32,
-        kernel_sizes: Sequence[int] = (3, 1, 3),
-        *,
-        activation: str = "lipswish",
-        coeff: float = 0.98,
-        n_power_iters: int = 1,
-        lipschitz_rtol: float = DEFAULT_RTOL,
-        lipschitz_max_iters: int = DEFAULT_MAX_ITERS,
-        lipschitz_vectors: int | None = None,
-        conv_norm: str = "fourier",
-        norm_orders: Sequence[float] | str | None = None,
-        learn_p: bool = False,
-        mixed_bound: str = "certified",
-        preact: bool = False,
-        rngs: nnx.Rngs,
-        **kwargs,
-    ) -> ResidualBlock:
+    def conv(cls, input_shape: Sequence[int], hidden_channels: int = 32, kernel_sizes: Sequence[int] = (3, 1, 3), *,
+             conv_norm: str = "fourier", rngs: nnx.Rngs, **kwargs) -> ResidualBlock:
         """Convolutional block on NHWC ``(batch, H, W, C)``: ``g`` = LipschitzConv
         ``C -> hidden -> ... -> C`` with the given kernel sizes (default ``3x3 -> 1x1 ->
-        3x3``, SAME padding) and ``activation`` between them. ``input_shape = (H, W, C)``
+        3x3``, SAME padding) and an activation between them. ``input_shape = (H, W, C)``
         fixes the convolution operators; ``conv_norm`` is how their norms are obtained
         (``"fourier"``: a certified bound; ``"operator"``: power iteration on the
-        operator; see :class:`~flowjax_res.layers.lipschitz.LipschitzConv`); the power
-        iteration settings are those of :meth:`dense`, and so are ``norm_orders``,
-        ``learn_p``, ``mixed_bound`` (one order per convolution;
-        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormConv`) and ``preact``."""
-        try:
-            shape = tuple(input_shape)
-        except TypeError:
-            raise TypeError(f"input_shape must be (H, W, C), got {input_shape!r}") from None
-        if len(shape) != 3:
-            raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}")
-        h, w, c = (check_positive_int("input_shape", s) for s in shape)
+        operator; see :class:`~flowjax_res.layers.lipschitz.LipschitzConv`); ``kwargs`` as
+        in :meth:`dense` (induced mixed norms: one order per convolution,
+        :class:`~flowjax_res.layers.mixed_lipschitz.InducedNormConv`)."""
+        branch, kwargs = BranchSettings.split(kwargs)
+        h, w, c = check_image_shape("input_shape", input_shape)
         hidden_channels = check_positive_int("hidden_channels", hidden_channels)
-        kernel_sizes = _int_tuple("kernel_sizes", kernel_sizes, allow_empty=False)
-        check_choice("activation", activation, activation_names())
+        kernel_sizes = check_int_tuple("kernel_sizes", kernel_sizes)
         chans = (c, *([hidden_channels] * (len(kernel_sizes) - 1)), c)
-        chain = _norm_chain(norm_orders, learn_p, mixed_bound, len(kernel_sizes))
+        chain = branch.norm_chain(len(kernel_sizes))
         layers: list[nnx.Module] = []
         for i, k in enumerate(kernel_sizes):
-            if i or _check_bool("preact", preact):
-                layers.append(_activation(activation))
-            kw = dict(input_shape=(h, w), coeff=coeff, n_power_iters=n_power_iters, rtol=lipschitz_rtol,
-                      max_iters=lipschitz_max_iters, n_vectors=lipschitz_vectors, rngs=rngs)
+            if i or branch.preact:
+                layers.append(activation_layer(branch.activation))
+            kw = dict(input_shape=(h, w), **branch.layer_kwargs(rngs))
             if chain is None or _spectral_link(chain, i):
                 layers.append(LipschitzConv(chans[i], chans[i + 1], k, norm=conv_norm, **kw))
             else:
                 layers.append(InducedNormConv(chans[i], chans[i + 1], k, domain=chain[i],
-                                              codomain=chain[(i + 1) % len(chain)], bound=mixed_bound, **kw))
+                                              codomain=chain[(i + 1) % len(chain)], bound=branch.mixed_bound, **kw))
         return cls(nnx.Sequential(*layers), (h, w, c), **kwargs)
 
     # -- mode --------------------------------------------------------------------
@@ -450,7 +395,7 @@ def _forward_core(graphdef, cfg: LogDetConfig, with_info: bool, state, x, key):
     eq. 6 via :func:`residual_logdet_with_info`), jitted per (graph, settings) so that
     eager calls compile once; inlined inside an outer jit or transformation."""
     g_pure = _pure_fn(graphdef)
-    y, log_det, info = residual_forward_with_info(g_pure, state, x, key, **cfg.kwargs())
+    y, log_det, info = residual_forward_with_info(g_pure, state, x, key, cfg)
     return y, log_det, (info if with_info else None)
 
 
@@ -463,19 +408,6 @@ def _pure_fn(graphdef):
         return nnx.merge(graphdef, state)(x)
 
     return g_pure
-
-
-def _norm_chain(norm_orders, learn_p, mixed_bound, n_layers: int):
-    """The shared :class:`NormOrder` objects of a block (``None``: spectral layers only)."""
-    if not isinstance(learn_p, bool):
-        raise TypeError(f"learn_p must be a bool, got {learn_p!r}")
-    check_choice("mixed_bound", mixed_bound, MIXED_BOUNDS)
-    if norm_orders is None and not learn_p:
-        return None
-    orders = resolve_norm_orders((2.0,) if norm_orders is None else norm_orders, n_layers)
-    if not learn_p and all(o == 2.0 for o in orders):
-        return None
-    return norm_order_chain(orders, learnable=learn_p)
 
 
 def _spectral_link(chain, i: int) -> bool:
@@ -493,21 +425,3 @@ def _fan_in_uniform(fan_in: int):
 def _scaled(init, scale: float):
     """The initializer ``init`` times ``scale``."""
     return lambda key, shape, dtype=jnp.float32: scale * init(key, shape, dtype)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
-def _int_tuple(name: str, value, *, allow_empty: bool) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,)
-    try:
-        value = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of positive integers, got {value!r}") from None
-    if not value and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    return tuple(check_positive_int(name, v) for v in value)

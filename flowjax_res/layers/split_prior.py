@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flowjax_res.protocol import Bijector
-from flowjax_res._checks import check_choice, check_positive_int, check_shape
+from flowjax_res._checks import check_bool, check_choice, check_int_tuple, check_positive_int, check_shape
 from flowjax_res.layers.conv1x1 import check_image_input
 from flowjax_res.ops.canonical_conv import conv_general_dilated
 
@@ -122,18 +122,9 @@ class LearnedPrior(Bijector):
     """
 
     def __init__(self, event_shape: Sequence[int], *, per_position: bool = False):
-        if isinstance(event_shape, int):
-            event_shape = (event_shape,)
-        try:
-            shape = tuple(event_shape)
-        except TypeError:
-            raise TypeError(f"event_shape must be a tuple of positive integers, got {event_shape!r}") from None
-        if not shape:
-            raise ValueError(f"event_shape must be a non-empty tuple of positive integers, got {event_shape!r}")
-        self.event_shape = tuple(check_positive_int("event_shape", s) for s in shape)
-        if not isinstance(per_position, bool):
-            raise TypeError(f"per_position must be a bool, got {per_position!r}")
-        self.per_position = per_position
+        self.event_shape = check_int_tuple("event_shape", event_shape,
+                                           what="a positive integer or a non-empty tuple of positive integers")
+        self.per_position = check_bool("per_position", per_position)
         pshape = self.event_shape if per_position else self.event_shape[-1:]
         self.mean = nnx.Param(jnp.zeros(pshape))
         self.log_scale = nnx.Param(jnp.zeros(pshape))

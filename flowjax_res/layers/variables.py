@@ -6,8 +6,10 @@ updates outside gradient descent.
 
 from flax import nnx
 
+from flowjax_res.protocol import Cache
 
-class PowerIterState(nnx.Variable):
+
+class PowerIterState(Cache):
     """Warm-started power-iteration vectors (u, v) of a Lipschitz-constrained layer."""
 
 
@@ -15,6 +17,6 @@ class InitFlag(nnx.Variable):
     """Whether a data-dependent initialisation (e.g. ActNorm) has run."""
 
 
-class PowerIterStats(nnx.Variable):
+class PowerIterStats(Cache):
     """Diagnostics of a Lipschitz layer's last normalisation: power iterations run and
     whether the tolerance was reached (written by the forward pass)."""

@@ -10,6 +10,8 @@ from flowjax_res.ops.roulette import (
     sample_poisson,
 )
 from flowjax_res.ops.logdet import exact_residual_logdet, residual_forward_with_info, residual_logdet, residual_logdet_with_info
+from flowjax_res.ops.logdet_config import LogDetConfig
+from flowjax_res.ops.iteration import StoppingRule, iterate, stopping_rule
 from flowjax_res.ops.neumann import (
     neumann_joint_grad,
     neumann_surrogate,
@@ -20,13 +22,17 @@ from flowjax_res.ops.neumann import (
 from flowjax_res.ops.lanczos import lanczos_norm, lanczos_steps
 from flowjax_res.ops.power_iteration import (
     conv_apply,
+    conv_fourier_norm,
     conv_output_shape,
     conv_spectral_norm,
     dense_spectral_norm,
+    init_power_blocks,
     init_power_vectors,
     lipschitz_scale,
     power_iteration,
+    psd_top_eigenvalue_bound,
     random_unit_vector,
+    subspace_iteration,
 )
 from flowjax_res.ops.activations import activation_names, elu, get_activation, lipswish, maxmin, softplus
 from flowjax_res.ops.autoregressive_conv import (

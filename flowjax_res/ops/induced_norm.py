@@ -55,6 +55,7 @@ explicit matrices ``M`` are ``(n_out, n_in)`` (``y = M x``); dense kernels are F
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -63,9 +64,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flowjax_res._checks import check_nonnegative_int, check_positive, check_positive_int
+from flowjax_res._checks import check_positive_int
 from flowjax_res.ops import linalg
+from flowjax_res.ops.iteration import iterate, stopping_rule
 from flowjax_res.ops.power_iteration import (
+    Operator,
     Padding,
     check_conv_padding,
     check_conv_strides,
@@ -165,34 +168,8 @@ def norm_ratio(operator: Callable, params, x: jax.Array, p, q) -> jax.Array:
 
 
 # -- the generalised power method --------------------------------------------------------
-def _check_mode(n_iters, atol, rtol, max_iters, min_iters):
-    tolerance = atol is not None or rtol is not None
-    if tolerance and n_iters is not None:
-        raise ValueError(f"give either n_iters (fixed count) or atol/rtol (tolerance mode), not both; got "
-                         f"n_iters={n_iters!r}, atol={atol!r}, rtol={rtol!r}")
-    if atol is not None:
-        atol = check_positive("atol", atol)
-    if rtol is not None:
-        rtol = check_positive("rtol", rtol)
-    max_iters = check_positive_int("max_iters", max_iters)
-    min_iters = check_positive_int("min_iters", min_iters)
-    if not tolerance:
-        n_iters = 1 if n_iters is None else check_nonnegative_int("n_iters", n_iters)
-    return n_iters, atol, rtol, max_iters, min(min_iters, max_iters)
-
-
 def induced_norm(
-    operator: Callable[[jax.Array, jax.Array], jax.Array],
-    params,
-    x: jax.Array,
-    p,
-    q,
-    *,
-    n_iters: int | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    max_iters: int = 100,
-    min_iters: int = 1,
+    operator: Operator, params, x: jax.Array, p, q, **stopping
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Estimate ``||A||_{p->q}`` of ``A x = operator(params, x)`` by the generalised power
     method from ``k`` starting vectors at once (Higham, 1992; Residual Flows, Chen et al.,
@@ -206,10 +183,12 @@ def induced_norm(
         normalised; rows that are zero stay as they are).
       p, q: domain and codomain orders: Python numbers in ``[1, inf]`` or arrays in
         ``(1, inf)`` (learned orders; gradients flow to them).
-      n_iters: a fixed number of iterations (``0`` only evaluates the ratio).
-      atol, rtol: tolerance mode: iterate until the *estimated remaining error* of the
-        largest ratio is at most ``atol + rtol * sigma`` (after at least ``max(min_iters,
-        2)`` and at most ``max_iters`` iterations). The ratio increases monotonically and,
+      stopping: the stopping mode, keywords of
+        :func:`~flowjax_res.ops.iteration.stopping_rule`: ``n_iters``, a fixed number of
+        iterations (``0`` only evaluates the ratio), or ``atol``, ``rtol``: tolerance mode,
+        iterate until the *estimated remaining error* of the largest ratio is at most
+        ``atol + rtol * sigma`` (after at least ``max(min_iters, 2)`` and at most
+        ``max_iters`` iterations; defaults 1 and 100). The ratio increases monotonically and,
         near a maximum, linearly: with ``delta_k`` its last increase and ``rho =
         delta_k / delta_{k-1}`` the observed rate, the remaining error is about ``delta_k
         rho / (1 - rho)``; the test uses ``delta_k max(1, rho / (1 - rho))``. A test on
@@ -226,7 +205,9 @@ def induced_norm(
       estimated error), ``converged``
       (tolerance mode; ``True`` otherwise) and ``finite``.
     """
-    n_iters, atol, rtol, max_iters, min_iters = _check_mode(n_iters, atol, rtol, max_iters, min_iters)
+    rule = stopping_rule(**stopping)
+    if rule.tolerance:  # two changes estimate the rate
+        rule = dataclasses.replace(rule, min_iters=max(rule.min_iters, min(2, rule.max_iters)))
     if x.ndim < 1:
         raise ValueError(f"x must be a block (k, *in_shape) of starting vectors, got shape {x.shape}")
     w = lax.stop_gradient(params)
@@ -247,40 +228,24 @@ def induced_norm(
         keep = better.reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.where(keep, x_new, x), jnp.where(better, s_new, s)
 
+    def max_step(state):
+        x, s = state
+        x_new, s_new = step(x, s)
+        return (x_new, s_new), jnp.max(s_new)
+
+    def error(delta, state, prev):
+        """``delta max(1, rho / (1 - rho))`` with the observed rate ``rho = delta / prev``
+        (the ratio increases monotonically, so ``delta >= 0``)."""
+        rho = jnp.clip(delta / jnp.where(prev > 0, prev, 1.0), 0.0, 0.999)
+        err = jnp.where(delta > 0, jnp.where(prev > 0, delta * jnp.maximum(rho / (1.0 - rho), 1.0), jnp.inf), 0.0)
+        return err, delta
+
     s0 = ratios(x)
     s0 = jnp.where(jnp.isfinite(s0), s0, -jnp.inf)
-    nan = jnp.full((), jnp.nan, s0.dtype)
-    if n_iters is not None:
-        def body(_, carry):
-            x, s, _ = carry
-            x_new, s_new = step(x, s)
-            return x_new, s_new, jnp.abs(jnp.max(s_new) - jnp.max(s))
-
-        x, s, delta = lax.fori_loop(0, n_iters, body, (x, s0, nan))
-        info = {"n_iters": jnp.asarray(n_iters, jnp.int32), "delta": delta, "converged": jnp.ones((), jnp.bool_)}
-    else:
-        a = 0.0 if atol is None else atol
-        r = 0.0 if rtol is None else rtol
-        min_iters = max(min_iters, min(2, max_iters))  # two changes estimate the rate
-
-        def within(s, err):
-            return err <= a + r * jnp.abs(jnp.max(s))
-
-        def not_done(carry):
-            i, _, s, err, _ = carry
-            return (i < max_iters) & ((i < min_iters) | ~within(s, err))
-
-        def wbody(carry):
-            i, x, s, _, prev = carry
-            x_new, s_new = step(x, s)
-            delta = jnp.max(s_new) - jnp.max(s)  # >= 0: the iteration is monotone
-            rho = jnp.clip(delta / jnp.where(prev > 0, prev, 1.0), 0.0, 0.999)
-            err = jnp.where(delta > 0, jnp.where(prev > 0, delta * jnp.maximum(rho / (1.0 - rho), 1.0), jnp.inf), 0.0)
-            return i + 1, x_new, s_new, err, delta
-
-        inf = jnp.full((), jnp.inf, s0.dtype)
-        i, x, s, err, _ = lax.while_loop(not_done, wbody, (jnp.asarray(0, jnp.int32), x, s0, inf, inf))
-        info = {"n_iters": i, "delta": err, "converged": within(s, err)}
+    inf = jnp.full((), jnp.inf, s0.dtype)
+    (x, s), _, info = iterate(max_step, (x, s0), jnp.max(s0), rule, error=error, aux0=inf)
+    if not rule.tolerance:
+        info["converged"] = jnp.ones((), jnp.bool_)
     order = jnp.argsort(-s)
     x, s = x[order], s[order]
     norms = jax.vmap(lambda v: vector_norm(v, p0))(x)

@@ -51,27 +51,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flowjax_res._checks import (
-    check_choice,
-    check_nonnegative_int,
-    check_open_interval,
-    check_positive,
-    check_positive_int,
-    check_residual_map,
-)
+from flowjax_res._checks import check_residual_map
+from flowjax_res.ops.logdet_config import LogDetConfig, LogDetLike
 from flowjax_res.ops.neumann import with_neumann_gradient, with_neumann_gradient_joint
 from flowjax_res.ops.keys import batch_key, is_per_example, split_key
 from flowjax_res.ops import linalg
-from flowjax_res.ops.probes import PROBE_KINDS, hutchinson_probes
-from flowjax_res.ops.roulette import ROULETTE_DISTS, roulette_sample, roulette_survival
+from flowjax_res.ops.probes import hutchinson_probes
+from flowjax_res.ops.roulette import roulette_sample, roulette_survival
 
-ESTIMATORS = ("exact", "series", "roulette")
-GRADIENTS = ("autodiff", "neumann", "neumann_bif")
+#: The residual branch ``g(params, x) -> array of x's shape`` of ``y = x + g(x)``.
+ResidualMap = Callable[[Any, jax.Array], jax.Array]
 
 
 def exact_residual_logdet(g: Callable, params, x: jax.Array) -> jax.Array:
@@ -200,58 +195,25 @@ def _power_series(g, params, x, v, n_total, weight, *, n_loop, masked_scan, need
     return gx, ld, w
 
 
-def _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms):
+def _validate(g, x, key, cfg: LogDetConfig) -> None:
+    """The arguments a :class:`LogDetConfig` does not hold (it checks its own fields)."""
     if not callable(g):
         raise TypeError(f"g must be a callable g(params, x), got {g!r}")
-    check_choice("estimator", estimator, ESTIMATORS)
-    check_choice("dist", dist, ROULETTE_DISTS)
-    check_choice("probe", probe, PROBE_KINDS)
-    check_choice("gradient", gradient, GRADIENTS)
-    check_positive_int("n_terms", n_terms)
-    check_nonnegative_int("n_exact_terms", n_exact_terms)
-    check_open_interval("p", p, 0.0, 1.0)
-    check_positive("lam", lam)
-    check_positive_int("n_probes", n_probes)
-    check_positive_int("max_terms", max_terms)
-    if not isinstance(share_terms, bool):
-        raise TypeError(f"share_terms must be a bool, got {share_terms!r}")
-    if estimator == "roulette" and max_terms < n_exact_terms:
-        raise ValueError(f"max_terms must be >= n_exact_terms ({n_exact_terms}) for the roulette estimator, got {max_terms!r}")
     ndim = getattr(x, "ndim", None)
     if ndim is None or ndim < 2:
         raise ValueError(f"x must be an array of shape (batch, ...) with at least one feature axis, got shape {getattr(x, 'shape', None)}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must have a floating dtype, got {x.dtype}")
-    if estimator != "exact" and key is None:
-        raise ValueError(f"key must be a jax.random key for estimator={estimator!r} (only 'exact' is deterministic), got None")
+    if cfg.stochastic and key is None:
+        raise ValueError(f"key must be a jax.random key for estimator={cfg.estimator!r} (only 'exact' is deterministic), got None")
 
 
-def _residual_core(
-    with_gx: bool,
-    g: Callable,
-    params,
-    x: jax.Array,
-    key: jax.Array | None,
-    *,
-    estimator: str = "roulette",
-    n_terms: int = 10,
-    dist: str = "geometric",
-    p: float = 0.5,
-    lam: float = 2.0,
-    n_exact_terms: int = 2,
-    probe: str = "gaussian",
-    n_probes: int = 1,
-    gradient: str = "neumann_bif",
-    share_terms: bool = True,
-    max_terms: int = 64,
-    batch_chunks: int = 1,
-):
+def _residual_core(with_gx: bool, g: Callable, params, x: jax.Array, key: jax.Array | None, cfg: LogDetConfig):
     """``(g(x) or None, log_det, info)``; see :func:`residual_logdet_with_info`."""
-    batch_chunks = check_positive_int("batch_chunks", batch_chunks)
-    _validate(g, x, key, estimator, n_terms, dist, p, lam, n_exact_terms, probe, n_probes, gradient, share_terms, max_terms)
+    _validate(g, x, key, cfg)
     check_residual_map(g, params, x)
     batch = x.shape[0]
-    if estimator == "exact":
+    if cfg.estimator == "exact":
         ld = exact_residual_logdet(g, params, x)
         zero = jnp.int32(0)
         info = dict(
@@ -261,52 +223,54 @@ def _residual_core(
         return (g(params, x) if with_gx else None), ld, info
 
     dtype = x.dtype
-    if estimator == "series":
+    dist, p, lam, n_exact = cfg.dist, cfg.p, cfg.lam, cfg.n_exact_terms
+    if cfg.estimator == "series":
         key_v = key
-        n_total = jnp.int32(n_terms)
+        n_total = jnp.int32(cfg.n_terms)
         capped = jnp.bool_(False)
         weight = lambda k: jnp.ones((), dtype)  # noqa: E731
-        n_loop_autodiff, masked = n_terms, False
+        n_loop_autodiff, masked = cfg.n_terms, False
     else:
         key_n, key_v = split_key(key, 2)
-        if share_terms:
+        if cfg.share_terms:
             n_draw = roulette_sample(batch_key(key_n), dist, p=p, lam=lam)
         elif is_per_example(key_n):
             n_draw = jax.vmap(lambda k: roulette_sample(k, dist, p=p, lam=lam))(key_n)
         else:
             n_draw = roulette_sample(key_n, dist, p=p, lam=lam, shape=(batch,))
-        n_total = jnp.minimum(n_exact_terms + n_draw, max_terms).astype(jnp.int32)
-        capped = jnp.any(n_exact_terms + n_draw > max_terms)
+        n_total = jnp.minimum(n_exact + n_draw, cfg.max_terms).astype(jnp.int32)
+        capped = jnp.any(n_exact + n_draw > cfg.max_terms)
 
         def weight(k):
-            return 1.0 / roulette_survival(k - n_exact_terms, dist, p=p, lam=lam, dtype=dtype)
+            return 1.0 / roulette_survival(k - n_exact, dist, p=p, lam=lam, dtype=dtype)
 
-        n_loop_autodiff, masked = max_terms, True
+        n_loop_autodiff, masked = cfg.max_terms, True
 
-    v = hutchinson_probes(key_v, x.shape, kind=probe, n_probes=n_probes, dtype=dtype)
+    v = hutchinson_probes(key_v, x.shape, kind=cfg.probe, n_probes=cfg.n_probes, dtype=dtype)
 
-    if gradient == "autodiff":
+    if cfg.gradient == "autodiff":
         gx, ld, _ = _power_series(
             g, params, x, v, n_total, weight, n_loop=n_loop_autodiff, masked_scan=masked, need_w=False,
-            chunks=batch_chunks,
+            chunks=cfg.batch_chunks,
         )
     else:
-        n_loop = n_terms if estimator == "series" else None
+        n_loop = cfg.n_terms if cfg.estimator == "series" else None
 
         def estimate(params, x, v, n_total):
             return _power_series(
-                g, params, x, v, n_total, weight, n_loop=n_loop, masked_scan=False, need_w=True, chunks=batch_chunks
+                g, params, x, v, n_total, weight, n_loop=n_loop, masked_scan=False, need_w=True,
+                chunks=cfg.batch_chunks,
             )
 
         if with_gx:
-            gx, ld = with_neumann_gradient_joint(estimate, g, params, x, v, n_total, mode=gradient)
+            gx, ld = with_neumann_gradient_joint(estimate, g, params, x, v, n_total, mode=cfg.gradient)
         else:
-            ld = with_neumann_gradient(lambda *a: estimate(*a)[1:], g, params, x, v, n_total, mode=gradient)
+            ld = with_neumann_gradient(lambda *a: estimate(*a)[1:], g, params, x, v, n_total, mode=cfg.gradient)
 
     n_loop_terms = jnp.max(n_total).astype(jnp.int32)
     info = dict(
         n_terms=n_loop_terms,
-        n_vjp=n_loop_terms * jnp.int32(n_probes),
+        n_vjp=n_loop_terms * jnp.int32(cfg.n_probes),
         n_terms_per_example=jnp.broadcast_to(n_total, (batch,)).astype(jnp.int32),
         capped=capped,
         finite=jnp.isfinite(ld),
@@ -315,23 +279,7 @@ def _residual_core(
 
 
 def residual_logdet_with_info(
-    g: Callable,
-    params,
-    x: jax.Array,
-    key: jax.Array | None,
-    *,
-    estimator: str = "roulette",
-    n_terms: int = 10,
-    dist: str = "geometric",
-    p: float = 0.5,
-    lam: float = 2.0,
-    n_exact_terms: int = 2,
-    probe: str = "gaussian",
-    n_probes: int = 1,
-    gradient: str = "neumann_bif",
-    share_terms: bool = True,
-    max_terms: int = 64,
-    batch_chunks: int = 1,
+    g: ResidualMap, params, x: jax.Array, key: jax.Array | None, config: LogDetLike = None, **settings
 ) -> tuple[jax.Array, dict]:
     """Estimate ``log det(I + J_g(x_b))`` per example, with diagnostics.
 
@@ -343,28 +291,32 @@ def residual_logdet_with_info(
       x: batch ``(batch, ...)``, floating dtype (differentiable).
       key: ``jax.random`` key (unused by ``"exact"``). For ``"roulette"`` it is split
         into an ``N`` key and a probe key.
-      estimator: ``"exact"``, ``"series"`` (Behrmann et al., 2019) or ``"roulette"``
-        (Chen et al., 2019, eq. 6). See the module docstring.
-      n_terms: number of series terms for ``"series"`` (ignored otherwise).
-      dist, p, lam: roulette law of ``N``: ``"geometric"`` (``P(N>=m) = (1-p)^m``) or
-        ``"poisson"`` (rate ``lam``). Finite variance with the geometric law needs
-        ``1 - p > Lip(g)²``.
-      n_exact_terms: roulette terms always evaluated (weight 1).
-      probe, n_probes: Hutchinson probes (``"gaussian"`` / ``"rademacher"``), averaged.
-      gradient: ``"autodiff"``, ``"neumann"`` or ``"neumann_bif"`` (memory constant in
-        the number of terms; exact for any per-example cotangent). Ignored by
-        ``"exact"``.
-      share_terms: roulette only. ``True``: one ``N`` per call (as in the paper);
-        ``False``: one ``N`` per example, the loop runs to the batch maximum with masks.
-      max_terms: cap on ``n_exact_terms + N`` (and the static length of the
-        ``"autodiff"`` roulette loop). A draw beyond it is truncated, which biases the
-        estimate: reported in ``info["capped"]``.
-      batch_chunks: run the series loop on this many contiguous chunks of the batch
-        side by side (independent products that XLA can run concurrently; on a CPU one
-        ``500 x 128`` matmul uses one core). The same estimate and gradients (examples
-        are independent); ``1`` (default): one chunk. The Neumann backward is not
-        chunked: its primal and tangent products are already independent, and halving
-        them is slower (``benchmarks/README.md``).
+      config: the estimator's settings, a :class:`~flowjax_res.ops.logdet_config.LogDetConfig`
+        (or a dict of its fields; default: its defaults), checked where it is built.
+      settings: fields of ``config`` to replace, by name (``estimator="series"``, ...):
+
+        - ``estimator``: ``"exact"``, ``"series"`` (Behrmann et al., 2019) or ``"roulette"``
+          (Chen et al., 2019, eq. 6). See the module docstring.
+        - ``n_terms``: number of series terms for ``"series"`` (ignored otherwise).
+        - ``dist, p, lam``: roulette law of ``N``: ``"geometric"`` (``P(N>=m) = (1-p)^m``)
+          or ``"poisson"`` (rate ``lam``). Finite variance with the geometric law needs
+          ``1 - p > Lip(g)²``.
+        - ``n_exact_terms``: roulette terms always evaluated (weight 1).
+        - ``probe, n_probes``: Hutchinson probes (``"gaussian"`` / ``"rademacher"``), averaged.
+        - ``gradient``: ``"autodiff"``, ``"neumann"`` or ``"neumann_bif"`` (memory constant
+          in the number of terms; exact for any per-example cotangent). Ignored by
+          ``"exact"``.
+        - ``share_terms``: roulette only. ``True``: one ``N`` per call (as in the paper);
+          ``False``: one ``N`` per example, the loop runs to the batch maximum with masks.
+        - ``max_terms``: cap on ``n_exact_terms + N`` (and the static length of the
+          ``"autodiff"`` roulette loop). A draw beyond it is truncated, which biases the
+          estimate: reported in ``info["capped"]``.
+        - ``batch_chunks``: run the series loop on this many contiguous chunks of the
+          batch side by side (independent products that XLA can run concurrently; on a
+          CPU one ``500 x 128`` matmul uses one core). The same estimate and gradients
+          (examples are independent); ``1`` (default): one chunk. The Neumann backward is
+          not chunked: its primal and tangent products are already independent, and
+          halving them is slower (``benchmarks/README.md``).
 
     Returns:
       ``(log_det, info)``: ``log_det`` of shape ``(batch,)``; ``info`` a dict with
@@ -377,23 +329,15 @@ def residual_logdet_with_info(
     The number of terms is random under ``jax.jit`` without recompiling: it is a traced
     loop bound (``lax.while_loop``) or a mask over a static ``max_terms`` scan.
     """
-    _, ld, info = _residual_core(
-        False, g, params, x, key, estimator=estimator, n_terms=n_terms, dist=dist, p=p, lam=lam,
-        n_exact_terms=n_exact_terms, probe=probe, n_probes=n_probes, gradient=gradient,
-        share_terms=share_terms, max_terms=max_terms, batch_chunks=batch_chunks,
-    )
+    _, ld, info = _residual_core(False, g, params, x, key, LogDetConfig.of(config, **settings))
     return ld, info
 
 
 def residual_forward_with_info(
-    g: Callable,
-    params,
-    x: jax.Array,
-    key: jax.Array | None,
-    **kwargs,
+    g: ResidualMap, params, x: jax.Array, key: jax.Array | None, config: LogDetLike = None, **settings
 ) -> tuple[jax.Array, jax.Array, dict]:
     """The residual map ``y = x + g(x)`` and its log-det estimate in one pass:
-    ``(y, log_det, info)``; keyword arguments as :func:`residual_logdet_with_info`.
+    ``(y, log_det, info)``; ``config`` and ``settings`` as in :func:`residual_logdet_with_info`.
 
     Cheaper than calling ``g`` and :func:`residual_logdet` separately: ``g(x)`` is the
     primal output of the linearisation the series needs anyway, and with the Neumann
@@ -402,28 +346,12 @@ def residual_forward_with_info(
     gradients; :func:`flowjax_res.ops.neumann.with_neumann_gradient_joint`), so
     ``g`` is linearised once in the backward pass instead of twice.
     """
-    gx, ld, info = _residual_core(True, g, params, x, key, **kwargs)
+    gx, ld, info = _residual_core(True, g, params, x, key, LogDetConfig.of(config, **settings))
     return x + gx, ld, info
 
 
 def residual_logdet(
-    g: Callable,
-    params,
-    x: jax.Array,
-    key: jax.Array | None,
-    *,
-    estimator: str = "roulette",
-    n_terms: int = 10,
-    dist: str = "geometric",
-    p: float = 0.5,
-    lam: float = 2.0,
-    n_exact_terms: int = 2,
-    probe: str = "gaussian",
-    n_probes: int = 1,
-    gradient: str = "neumann_bif",
-    share_terms: bool = True,
-    max_terms: int = 64,
-    batch_chunks: int = 1,
+    g: ResidualMap, params, x: jax.Array, key: jax.Array | None, config: LogDetLike = None, **settings
 ) -> jax.Array:
     """``log det(I + J_g(x_b))`` per example, shape ``(batch,)``.
 
@@ -432,8 +360,4 @@ def residual_logdet(
     backward-in-forward Neumann gradient (eq. 8), whose memory is constant in the number
     of terms and whose vector-Jacobian product is exact for any per-example cotangent.
     """
-    return residual_logdet_with_info(
-        g, params, x, key, estimator=estimator, n_terms=n_terms, dist=dist, p=p, lam=lam,
-        n_exact_terms=n_exact_terms, probe=probe, n_probes=n_probes, gradient=gradient,
-        share_terms=share_terms, max_terms=max_terms, batch_chunks=batch_chunks,
-    )[0]
+    return residual_logdet_with_info(g, params, x, key, config, **settings)[0]

@@ -37,11 +37,17 @@ from jax import lax
 
 from flowjax_res.ops.canonical_conv import conv_general_dilated
 from flowjax_res.ops import linalg
-from flowjax_res._checks import check_choice, check_nonnegative_int, check_positive, check_positive_int
+from flowjax_res.ops.iteration import iterate, stopping_rule
+from flowjax_res._checks import check_choice, check_int_tuple, check_positive_int
 
 _EPS = 1e-12
 
 Padding = str | Sequence[tuple[int, int]]
+#: A linear map ``(params, v) -> A v`` of one example (no batch axis), the argument of
+#: every power method here and in :mod:`flowjax_res.ops.induced_norm`.
+Operator = Callable[[jax.Array, jax.Array], jax.Array]
+#: What :func:`power_iteration` and :func:`subspace_iteration` return: ``(sigma, u, v, info)``.
+PowerResult = tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]
 
 
 def random_unit_vector(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
@@ -68,38 +74,7 @@ def _normalise(x: jax.Array, fallback: jax.Array) -> jax.Array:
     return jnp.where(norm > _EPS, x / jnp.maximum(norm, _EPS), fallback)
 
 
-def _check_mode(n_iters, atol, rtol, max_iters, min_iters=1) -> tuple[int | None, float | None, float | None, int]:
-    tolerance = atol is not None or rtol is not None
-    if tolerance and n_iters is not None:
-        raise ValueError(
-            f"give either n_iters (fixed count) or atol/rtol (tolerance mode), not both; "
-            f"got n_iters={n_iters!r}, atol={atol!r}, rtol={rtol!r}"
-        )
-    if atol is not None:
-        atol = check_positive("atol", atol)
-    if rtol is not None:
-        rtol = check_positive("rtol", rtol)
-    max_iters = check_positive_int("max_iters", max_iters)
-    min_iters = check_positive_int("min_iters", min_iters)
-    if tolerance and min_iters > max_iters:
-        raise ValueError(f"min_iters must be <= max_iters ({max_iters}), got {min_iters!r}")
-    if not tolerance:
-        n_iters = 1 if n_iters is None else check_nonnegative_int("n_iters", n_iters)
-    return n_iters, atol, rtol, max_iters
-
-
-def power_iteration(
-    operator: Callable[[jax.Array, jax.Array], jax.Array],
-    params: jax.Array,
-    u: jax.Array,
-    v: jax.Array,
-    *,
-    n_iters: int | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    max_iters: int = 100,
-    min_iters: int = 1,
-) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+def power_iteration(operator: Operator, params: jax.Array, u: jax.Array, v: jax.Array, **stopping) -> PowerResult:
     """Estimate the largest singular value of the linear map ``v -> operator(params, v)``.
 
     Behrmann et al. (2019), Algorithm 1 / Sec. 3 (power iteration, warm-started).
@@ -110,13 +85,13 @@ def power_iteration(
       params: the weights (e.g. a kernel); gradients of ``sigma`` flow to them.
       u, v: warm-start vectors (any shapes matching the operator; unit norm is not
         required).
-      n_iters: fixed number of iterations (``fori_loop``); ``0`` only evaluates
-        ``sigma_hat = u^T A v``. Default 1 when no tolerance is given.
-      atol, rtol: tolerance mode: iterate (``while_loop``) until
+      stopping: the stopping mode, keywords of
+        :func:`~flowjax_res.ops.iteration.stopping_rule` (one check for every power
+        method): ``n_iters``, a fixed number of iterations (``fori_loop``; ``0`` only
+        evaluates ``sigma_hat = u^T A v``; default 1 when no tolerance is given), or
+        ``atol``, ``rtol``: tolerance mode, iterate (``while_loop``) until
         ``|sigma_k - sigma_{k-1}| <= atol + rtol * sigma_k`` (and at least
-        ``min_iters`` iterations ran) or ``max_iters``.
-      max_iters: bound on the iterations in tolerance mode.
-      min_iters: iterations always run in tolerance mode (default 1).
+        ``min_iters`` iterations ran, default 1) or ``max_iters`` (default 100).
 
     Returns:
       ``(sigma, u, v, info)``: ``sigma`` is ``u^T A v`` with ``u, v`` stop-gradiented
@@ -125,7 +100,7 @@ def power_iteration(
       ``sigma_hat``, ``nan`` if no iteration ran), ``finite`` (all outputs finite)
       and, in tolerance mode, ``converged``.
     """
-    n_iters, atol, rtol, max_iters = _check_mode(n_iters, atol, rtol, max_iters, min_iters)
+    rule = stopping_rule(**stopping)
     w = lax.stop_gradient(params)
     u = lax.stop_gradient(u)
     v = lax.stop_gradient(v)
@@ -139,45 +114,15 @@ def power_iteration(
     def rmatvec(y):
         return rmatvec_t(y)[0]
 
-    def step(u, v):
+    def step(state):
+        u, v = state
         v = _normalise(rmatvec(u), v)
         av = matvec(v)
         u = _normalise(av, u)
-        return u, v, jnp.vdot(u, av).real
+        return (u, v), jnp.vdot(u, av).real
 
     sigma0 = jnp.vdot(u, matvec(v)).real
-    nan = jnp.full((), jnp.nan, sigma0.dtype)
-    info: dict[str, jax.Array]
-
-    if n_iters is not None:
-        if n_iters == 0:
-            info = {"n_iters": jnp.asarray(0, jnp.int32), "delta": nan}
-        else:
-
-            def body(_, carry):
-                u, v, s, _ = carry
-                u, v, s_new = step(u, v)
-                return u, v, s_new, jnp.abs(s_new - s)
-
-            u, v, _, delta = lax.fori_loop(0, n_iters, body, (u, v, sigma0, nan))
-            info = {"n_iters": jnp.asarray(n_iters, jnp.int32), "delta": delta}
-    else:
-        a = 0.0 if atol is None else atol
-        r = 0.0 if rtol is None else rtol
-
-        def not_done(carry):
-            i, _, _, s, delta = carry
-            return (i < max_iters) & ((i < min_iters) | ~(delta <= a + r * jnp.abs(s)))
-
-        def wbody(carry):
-            i, u, v, s, _ = carry
-            u, v, s_new = step(u, v)
-            return i + 1, u, v, s_new, jnp.abs(s_new - s)
-
-        inf = jnp.full((), jnp.inf, sigma0.dtype)
-        i, u, v, s, delta = lax.while_loop(not_done, wbody, (jnp.asarray(0, jnp.int32), u, v, sigma0, inf))
-        info = {"n_iters": i, "delta": delta, "converged": delta <= a + r * jnp.abs(s)}
-
+    (u, v), _, info = iterate(step, (u, v), sigma0, rule)
     u = lax.stop_gradient(u)
     v = lax.stop_gradient(v)
     sigma = jnp.vdot(u, operator(params, v)).real
@@ -192,18 +137,7 @@ def _orthonormal_rows(x: jax.Array) -> jax.Array:
     return q.T.reshape(x.shape)
 
 
-def subspace_iteration(
-    operator: Callable[[jax.Array, jax.Array], jax.Array],
-    params: jax.Array,
-    u: jax.Array,
-    v: jax.Array,
-    *,
-    n_iters: int | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    max_iters: int = 100,
-    min_iters: int = 1,
-) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, jax.Array]]:
+def subspace_iteration(operator: Operator, params: jax.Array, u: jax.Array, v: jax.Array, **stopping) -> PowerResult:
     """Block power iteration with ``k`` vectors and Rayleigh--Ritz extraction: the largest
     singular value of ``v -> operator(params, v)``, robust to crossing singular values.
 
@@ -224,7 +158,7 @@ def subspace_iteration(
       operator, params: as in :func:`power_iteration`.
       u, v: warm-start blocks of shape ``(k, *out_shape)`` and ``(k, *in_shape)`` (row 0
         the current top pair when they come from a previous call).
-      n_iters, atol, rtol, max_iters, min_iters: the stopping modes of
+      stopping: the stopping modes of
         :func:`power_iteration`. In tolerance mode the test is on the *estimated
         remaining error* of the top Ritz value rather than on its last change: with the
         convergence ratio estimated from the Ritz values, ``rho = (s_k / s_1)^2`` (an
@@ -242,7 +176,7 @@ def subspace_iteration(
       as in :func:`power_iteration` (in tolerance mode ``delta`` is the estimated
       error) plus ``sigmas``, the ``k`` Ritz values.
     """
-    n_iters, atol, rtol, max_iters = _check_mode(n_iters, atol, rtol, max_iters, min_iters)
+    rule = stopping_rule(**stopping)
     if u.ndim < 1 or v.ndim < 1 or u.shape[0] != v.shape[0]:
         raise ValueError(f"u and v must be blocks (k, ...) with the same k; got u {u.shape}, v {v.shape}")
     k = v.shape[0]
@@ -253,7 +187,8 @@ def subspace_iteration(
     block_matvec = jax.vmap(lambda x: operator(w, x))
     block_rmatvec_t = jax.linear_transpose(block_matvec, jax.ShapeDtypeStruct(v.shape, v.dtype))
 
-    def step(u, v):
+    def step(state):
+        u, v, _ = state
         v_new = _orthonormal_rows(block_rmatvec_t(u)[0])
         av = block_matvec(v_new)
         u_new = _orthonormal_rows(av)
@@ -262,47 +197,21 @@ def subspace_iteration(
         u_new = (p.T @ u_new.reshape(k, -1)).reshape(u.shape)
         v_new = (qt @ v_new.reshape(k, -1)).reshape(v.shape)
         ok = jnp.all(jnp.isfinite(sig))
-        return (jnp.where(ok, u_new, u), jnp.where(ok, v_new, v), sig)
+        return (jnp.where(ok, u_new, u), jnp.where(ok, v_new, v), sig), sig[0]
+
+    def error(delta, state, aux):
+        """The estimated remaining error of the top Ritz value (see above)."""
+        sigs = state[2]
+        if exact_span:
+            return jnp.zeros_like(delta), aux
+        if k == 1:
+            return delta, aux
+        rho = jnp.clip((sigs[-1] / jnp.maximum(sigs[0], _EPS)) ** 2, 0.0, 0.999)
+        return delta * rho / (1.0 - rho), aux
 
     sigma0 = jnp.vdot(u[0], operator(w, v[0])).real
     sigmas0 = jnp.full((k,), jnp.nan, sigma0.dtype)
-    nan = jnp.full((), jnp.nan, sigma0.dtype)
-    if n_iters is not None:
-        def body(_, carry):
-            u, v, s, sigs, _ = carry
-            u, v, sigs = step(u, v)
-            return u, v, sigs[0], sigs, jnp.abs(sigs[0] - s)
-
-        u, v, _, sigmas, delta = lax.fori_loop(0, n_iters, body, (u, v, sigma0, sigmas0, nan))
-        info = {"n_iters": jnp.asarray(n_iters, jnp.int32), "delta": delta}
-    else:
-        a = 0.0 if atol is None else atol
-        r = 0.0 if rtol is None else rtol
-
-        def error(sigs, delta):
-            if exact_span:
-                return jnp.zeros_like(delta)
-            if k == 1:
-                return delta
-            rho = jnp.clip((sigs[-1] / jnp.maximum(sigs[0], _EPS)) ** 2, 0.0, 0.999)
-            return delta * rho / (1.0 - rho)
-
-        def within(s, err):
-            return err <= a + r * jnp.abs(s)
-
-        def not_done(carry):
-            i, _, _, s, _, err = carry
-            return (i < max_iters) & ((i < min_iters) | ~within(s, err))
-
-        def wbody(carry):
-            i, u, v, s, _, _ = carry
-            u, v, sigs = step(u, v)
-            return i + 1, u, v, sigs[0], sigs, error(sigs, jnp.abs(sigs[0] - s))
-
-        inf = jnp.full((), jnp.inf, sigma0.dtype)
-        i, u, v, s, sigmas, err = lax.while_loop(
-            not_done, wbody, (jnp.asarray(0, jnp.int32), u, v, sigma0, sigmas0, inf))
-        info = {"n_iters": i, "delta": err, "converged": within(s, err)}
+    (u, v, sigmas), _, info = iterate(step, (u, v, sigmas0), sigma0, rule, error=error)
     u = lax.stop_gradient(u)
     v = lax.stop_gradient(v)
     sigma = jnp.vdot(u[0], operator(params, v[0])).real
@@ -332,16 +241,14 @@ def dense_spectral_norm(
     u: jax.Array,
     v: jax.Array,
     *,
-    n_iters: int | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    max_iters: int = 100,
     return_info: bool = False,
+    **stopping,
 ):
     """Power-iteration estimate of ``||W||_2`` for a dense kernel ``W`` of shape ``(in, out)``.
 
     Flax convention ``y = x @ W``: ``v`` has shape ``(in,)``, ``u`` shape ``(out,)``.
-    Behrmann et al. (2019), Algorithm 1. See :func:`power_iteration` for the modes.
+    Behrmann et al. (2019), Algorithm 1. ``stopping``: the stopping mode of
+    :func:`power_iteration` (``n_iters`` or ``atol``/``rtol``, ``max_iters``).
 
     Returns ``(sigma, u, v)``, or ``(sigma, u, v, info)`` with ``return_info=True``.
     """
@@ -352,9 +259,7 @@ def dense_spectral_norm(
             f"u must have shape {(kernel.shape[1],)} and v shape {(kernel.shape[0],)} for a kernel of "
             f"shape {kernel.shape}; got u {u.shape}, v {v.shape}"
         )
-    sigma, u, v, info = power_iteration(
-        _dense_operator, kernel, u, v, n_iters=n_iters, atol=atol, rtol=rtol, max_iters=max_iters
-    )
+    sigma, u, v, info = power_iteration(_dense_operator, kernel, u, v, **stopping)
     return (sigma, u, v, info) if return_info else (sigma, u, v)
 
 
@@ -375,13 +280,8 @@ def check_conv_padding(padding: Padding) -> Padding:
 
 def check_conv_strides(strides) -> tuple[int, int]:
     """A pair of positive integers, else ``TypeError``/``ValueError`` naming ``strides``."""
-    try:
-        strides = tuple(strides)
-    except TypeError:
-        raise TypeError(f"strides must be a pair of positive integers, got {strides!r}") from None
-    if len(strides) != 2:
-        raise ValueError(f"strides must be a pair of positive integers, got {strides!r}")
-    return tuple(check_positive_int("strides", s) for s in strides)  # type: ignore[return-value]
+    return check_int_tuple(  # type: ignore[return-value]
+        "strides", strides, length=2, allow_int=False, what="a pair of positive integers")
 
 
 def conv_apply(
@@ -424,11 +324,8 @@ def conv_spectral_norm(
     *,
     padding: Padding = "SAME",
     strides: Sequence[int] = (1, 1),
-    n_iters: int | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    max_iters: int = 100,
     return_info: bool = False,
+    **stopping,
 ):
     """Power-iteration estimate of the spectral norm of the convolution *operator*.
 
@@ -439,7 +336,9 @@ def conv_spectral_norm(
     (Behrmann et al., 2019, Sec. 3; Residual Flows, Chen et al., 2019, App.), and it
     differs from the norm of the flattened ``(k*k*C_in, C_out)`` kernel.
 
-    Returns ``(sigma, u, v)``, or ``(sigma, u, v, info)`` with ``return_info=True``.
+    ``stopping``: the stopping mode (``n_iters`` or ``atol``/``rtol``, ``max_iters``) of
+    :func:`power_iteration`. Returns ``(sigma, u, v)``, or ``(sigma, u, v, info)`` with
+    ``return_info=True``.
     """
     if kernel.ndim != 4:
         raise ValueError(f"kernel must be a 4-D HWIO array; got shape {kernel.shape}")
@@ -457,9 +356,7 @@ def conv_spectral_norm(
     def operator(k, x):
         return conv_apply(k, x, padding=padding, strides=strides)
 
-    sigma, u, v, info = power_iteration(
-        operator, kernel, u, v, n_iters=n_iters, atol=atol, rtol=rtol, max_iters=max_iters
-    )
+    sigma, u, v, info = power_iteration(operator, kernel, u, v, **stopping)
     return (sigma, u, v, info) if return_info else (sigma, u, v)
 
 

@@ -377,7 +377,7 @@ def _check_glow_options(cfg: "TrainConfig") -> None:
 
 
 def _check_norm_options(cfg: "TrainConfig") -> None:
-    from flowjax_res.layers.mixed_lipschitz import MIXED_BOUNDS, parse_norm_orders
+    from flowjax_res.flows.builders import MIXED_BOUNDS, parse_norm_orders
 
     if cfg.norm_orders is not None:
         object.__setattr__(cfg, "norm_orders", parse_norm_orders(cfg.norm_orders, name="norm_orders"))

@@ -51,13 +51,13 @@ def prepare_eval_model(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
 
 @cached_by_graphdef()
 def _prep_fn(graphdef: nnx.GraphDef):
-    from flowjax_res.layers.lipschitz import update_lipschitz
+    from flowjax_res.flows.hooks import prepare_for_eval
 
     @jax.jit
     def prep(params, rest):
         model = merge_model(graphdef, params, rest)
         set_eval_mode(model)
-        update_lipschitz(model)
+        prepare_for_eval(model)
         return split_model(model)[2]
 
     return prep

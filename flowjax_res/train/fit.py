@@ -126,15 +126,15 @@ def fit(
     batch_size = check_positive_int("batch_size", batch_size)
     lam_value = 0.0
     if labels is not None:
-        from flowjax_res.flows.classifier import IResNetClassifier
-        from flowjax_res.flows.hybrid import HybridModel, resolve_lambda
+        from flowjax_res.flows.hybrid import resolve_lambda
+        from flowjax_res.protocol import LabelledModel
 
-        if not isinstance(dist, (IResNetClassifier, HybridModel)):
+        if not isinstance(dist, LabelledModel):
             raise TypeError(f"with labels, dist must be an IResNetClassifier or a HybridModel (build_model(..., "
                             f"task='classify'|'hybrid')), got {type(dist).__name__}")
         if callable(data):
             raise TypeError("with labels, data must be an array of images (N, H, W, C), not a sampler")
-        task = "classify" if isinstance(dist, IResNetClassifier) else "hybrid"
+        task = dist.task
         if metric not in (None, task):
             raise ValueError(f"metric must be None or {task!r} when labels are given, got {metric!r}")
         metric = task

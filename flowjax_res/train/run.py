@@ -116,7 +116,7 @@ def make_model(cfg: TrainConfig, data: Data, rngs: nnx.Rngs) -> nnx.Module:
     run's power-iteration tolerances set on every Lipschitz layer (the preset's training
     tolerance unless ``cfg.lipschitz_tol``/``lipschitz_max_iters`` are given)."""
     from flowjax_res.flows.builders import build_model
-    from flowjax_res.layers.lipschitz import configure_lipschitz
+    from flowjax_res.flows.hooks import configure_lipschitz
 
     model = build_model(cfg.model, data.info, cfg.preset, rngs, task=cfg.task, **cfg.model_overrides())
     configure_lipschitz(model, rtol=cfg.lipschitz_tol, max_iters=cfg.lipschitz_max_iters,

@@ -39,6 +39,7 @@ import optax
 from flax import nnx
 
 from flowjax_res.ops.keys import batch_split_over, is_per_example, per_example_keys
+from flowjax_res.protocol import Cache
 from flowjax_res.train.ema import ema_update
 from flowjax_res.train.sharding import DATA_AXIS, batch_sharding, model_shards, replicated
 from flowjax_res.train.state import TrainState, merge_model, split_model
@@ -65,12 +66,6 @@ def bpd_objective(model: nnx.Module, batch: jax.Array, key: jax.Array) -> jax.Ar
     return jnp.mean(model.bits_per_dim(batch, key=key))
 
 
-def _power_filter():
-    from flowjax_res.layers.variables import PowerIterState, PowerIterStats
-
-    return (PowerIterState, PowerIterStats)
-
-
 def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, mesh: Any, *,
                                  has_aux: bool = False) -> Callable:
     """``f(params, rest, batch, keys) -> (loss, grads, power)`` (``(loss, aux), grads,
@@ -91,7 +86,7 @@ def data_parallel_value_and_grad(graphdef: nnx.GraphDef, objective: Objective, m
         with batch_split_over(DATA_AXIS):
             model = merge_model(graphdef, params, rest)
             loss, grads = nnx.value_and_grad(lambda m: objective(m, batch, keys), has_aux=has_aux)(model)
-        power = nnx.state(model, _power_filter())
+        power = nnx.state(model, Cache)
         return jax.lax.pmean(loss, DATA_AXIS), jax.lax.pmean(grads, DATA_AXIS), power
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
@@ -154,7 +149,7 @@ def make_train_step(
     :func:`~flowjax_res.train.sharding.put_batch`); losses and gradients equal those of
     one device to float32 rounding.
     """
-    from flowjax_res.layers.lipschitz import power_iteration_stats, update_lipschitz
+    from flowjax_res.flows.hooks import power_iteration_stats, update_lipschitz
 
     use_shard_map = mesh is not None and model_shards(mesh) == 1  # parameters replicated
 
