@@ -200,7 +200,7 @@ def build(c, prefix=""):
     reports the build time and parameter count (keys prefixed by ``prefix``)."""
     import jax
     import speed_image as si
-    from flowjax_res.train.paper_presets import paper_train_config
+    from flowjax_res.train.config import paper_train_config
 
     c.phase = prefix + "build"
     model_args = dict(SMOKE_MODEL) if c.args.smoke else None

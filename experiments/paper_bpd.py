@@ -185,7 +185,7 @@ def run_paper(args) -> list[dict]:
 
     from flowjax_res.data.registry import dataset_info
     from flowjax_res.train.loop import prepare_run, train
-    from flowjax_res.train.paper_presets import paper_train_config
+    from flowjax_res.train.config import paper_train_config
     from flowjax_res.train.run import make_data, run_contents
 
     rows = []

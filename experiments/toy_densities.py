@@ -93,7 +93,7 @@ def entropy(name: str) -> dict:
 
 
 def _config(dataset: str, seed: int, blocks: int, steps: int, out: str):
-    from flowjax_res.train.paper_presets import paper_train_config
+    from flowjax_res.train.config import paper_train_config
 
     return paper_train_config("paper-toy", dataset=dataset, seed=seed, steps=steps, eval_every=steps,
                               ckpt_every=steps, log_every=max(steps // 10, 1), out=out,

@@ -476,3 +476,13 @@ def load_config(run_dir: str) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path!r} is not valid JSON ({e})") from None
     return TrainConfig.from_dict(d)
+
+
+def paper_train_config(name: str, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of the official run ``name``
+    (:mod:`flowjax_res.train.paper_presets`): its model, preset, data set and training
+    fields, then ``overrides`` (any ``TrainConfig`` field, e.g. ``steps``, ``data_dir``, or
+    ``dataset`` where the preset has none)."""
+    from flowjax_res.train.paper_presets import paper_train_fields
+
+    return TrainConfig(**paper_train_fields(name, overrides))

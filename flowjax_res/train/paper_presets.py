@@ -42,7 +42,7 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["PaperPreset", "PAPER_PRESETS", "TASK_PRESETS", "paper_preset", "paper_train_fields", "paper_train_config"]
+__all__ = ["PaperPreset", "PAPER_PRESETS", "TASK_PRESETS", "paper_preset", "paper_train_fields"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +194,3 @@ def paper_train_fields(name: str, given: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"paper preset {name!r} has no data set the library can load ({preset.notes}); "
                          f"give one (--dataset / dataset=)")
     return fields
-
-
-def paper_train_config(name: str, **overrides):
-    """The :class:`~flowjax_res.train.config.TrainConfig` of the official run ``name``:
-    its model, preset, data set and training fields, then ``overrides`` (any
-    ``TrainConfig`` field, e.g. ``steps``, ``data_dir``, or ``dataset`` where the preset
-    has none)."""
-    from flowjax_res.train.config import TrainConfig
-
-    return TrainConfig(**paper_train_fields(name, overrides))

@@ -15,7 +15,8 @@ from flowjax_res.layers.actnorm import ActNorm
 from flowjax_res.layers.lipschitz import LipschitzLayer
 from flowjax_res.layers.residual import ResidualBlock
 from flowjax_res.train.config import TrainConfig
-from flowjax_res.train.paper_presets import PAPER_PRESETS, paper_train_config, paper_train_fields
+from flowjax_res.train.config import paper_train_config
+from flowjax_res.train.paper_presets import PAPER_PRESETS, paper_train_fields
 from tests.train.test_paper_presets import run_two_steps
 
 # The fields that change results, as the official code sets them (flowjax_res/train/paper_presets.py
