@@ -30,8 +30,14 @@ from tests.registry import all_cases
 CASES = all_cases()
 
 
-def _params(cases):
-    return [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else []) for c in cases]
+def _params(cases, slow=()):
+    """One param per case; the registry's slow cases, and those named in ``slow``, marked slow."""
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow or c.name in slow else []) for c in cases]
+
+
+# vmap over the whole model compiles it once more: 29-59 s per test for these on the loaded
+# machine (load ~6), the top of the default suite; their other tests stay in the default suite.
+SLOW_BATCH = ("flows/multiscale_resflow_exact", "flows/multiscale_iresnet_exact", "glow_tiny_periodic_additive_4x4x2")
 
 
 KEY = jax.random.key(0)
@@ -86,7 +92,7 @@ def test_method_names_agree_eagerly_and_under_jit(case):
         np.testing.assert_allclose(np.asarray(ld), np.asarray(ld0), **tol)
 
 
-@pytest.mark.parametrize("case", _params(CASES))
+@pytest.mark.parametrize("case", _params(CASES, slow=SLOW_BATCH))
 def test_batch_gives_its_examples_one_by_one_and_under_vmap(case):
     """A batch of 3 gives what its examples give as batches of one (eager calls) and as
     single examples under ``jax.vmap`` (forward and inverse)."""
