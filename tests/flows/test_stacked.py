@@ -29,29 +29,33 @@ def _x(batch=5, dim=2):
     return 1.5 * jax.random.normal(jax.random.key(1), (batch, dim))
 
 
-@pytest.mark.parametrize("unroll", [1, 2, True])
-def test_stack_equals_unrolled_values_and_gradients(unroll):
+@pytest.mark.parametrize("unrolls", [(1, True), pytest.param((2,), marks=pytest.mark.slow)],
+                         ids=["scan-and-full-unroll", "partial-unroll"])
+def test_stack_equals_unrolled_values_and_gradients(unrolls):
+    """The unrolled chain's values and gradients, computed once, against the stack at each
+    ``unroll`` (1: a plain scan; True: fully unrolled; 2, -m slow: a partial unroll)."""
     blocks = _blocks()
-    flow, stack = Flow(blocks), ResidualStack(blocks, unroll=unroll)
+    flow, stacks = Flow(blocks), [ResidualStack(blocks, unroll=u) for u in unrolls]  # before any forward pass
     x, key = _x(), jax.random.key(2)
     y0, ld0 = flow.forward(x, key=key)
-    y1, ld1 = stack.forward(x, key=key)  # unit l gets split_key(key, n)[l], as in Flow
-    np.testing.assert_allclose(y1, y0, atol=1e-6)
-    np.testing.assert_allclose(ld1, ld0, atol=1e-6)
 
     def loss(m, x):
         y, ld = m.forward(x, key=key)
         return jnp.mean(jnp.sum(y**2, -1) * jnp.arange(1.0, 6.0) - ld)
 
     (g_flow, gx0) = nnx.grad(loss, argnums=(0, 1))(flow, x)
-    (g_stack, gx1) = nnx.grad(loss, argnums=(0, 1))(stack, x)
-    np.testing.assert_allclose(gx1, gx0, atol=1e-5)
     per_block = [jax.tree.leaves(nnx.state(g_flow.layers[i])) for i in range(3)]
-    stacked = jax.tree.leaves(nnx.state(g_stack.unit))
-    assert len(stacked) == len(per_block[0])
-    for j, leaf in enumerate(stacked):
-        ref = jnp.stack([per_block[i][j] for i in range(3)])
-        np.testing.assert_allclose(leaf, ref, atol=1e-5, rtol=1e-4)
+    for stack in stacks:
+        y1, ld1 = stack.forward(x, key=key)  # unit l gets split_key(key, n)[l], as in Flow
+        np.testing.assert_allclose(y1, y0, atol=1e-6)
+        np.testing.assert_allclose(ld1, ld0, atol=1e-6)
+        (g_stack, gx1) = nnx.grad(loss, argnums=(0, 1))(stack, x)
+        np.testing.assert_allclose(gx1, gx0, atol=1e-5)
+        stacked = jax.tree.leaves(nnx.state(g_stack.unit))
+        assert len(stacked) == len(per_block[0])
+        for j, leaf in enumerate(stacked):
+            ref = jnp.stack([per_block[i][j] for i in range(3)])
+            np.testing.assert_allclose(leaf, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_stack_jit_and_per_example_keys():

@@ -185,12 +185,57 @@ def test_conv_norm_methods_bound_the_operator(norm):
     assert COEFF * (1 - 1e-3) <= norm1 <= COEFF * (1 + 1e-3)
 
 
-def test_update_lipschitz_tolerance_mode_eager():
+def _dense_with_spectrum(sigmas, n_vectors, seed):
+    """A square LipschitzDense whose raw kernel has the singular values ``sigmas`` (random
+    singular vectors) and whose stored block of ``n_vectors`` vectors is random: a cold start."""
+    n = len(sigmas)
+    layer = LipschitzDense(n, n, coeff=COEFF, n_vectors=n_vectors, rngs=nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+
+    def orthonormal(rows):
+        return np.linalg.qr(rng.standard_normal((n, rows)))[0].T
+
+    layer.kernel[...] = jnp.asarray(orthonormal(n).T @ np.diag(sigmas) @ orthonormal(n), jnp.float32)
+    layer.u[...] = jnp.asarray(orthonormal(n_vectors), jnp.float32)
+    layer.v[...] = jnp.asarray(orthonormal(n_vectors), jnp.float32)
+    return layer
+
+
+def test_update_lipschitz_tolerance_mode_full_basis_is_exact():
+    """5x5: the stored block spans the whole space, so one iteration is the SVD and the
+    estimated error is 0 by construction (converged after exactly one iteration)."""
     layer = LipschitzDense(5, 5, coeff=COEFF, rngs=nnx.Rngs(7))
     info = update_lipschitz(layer, atol=1e-4, max_iters=50)
     assert set(info) == {""}
-    assert info[""]["sigmas"].shape == (5,)  # 5x5: a full basis (exact)
-    assert bool(info[""]["converged"])
+    assert info[""]["sigmas"].shape == (5,)  # a full basis
+    assert bool(info[""]["converged"]) and int(info[""]["n_iters"]) == 1
+    np.testing.assert_allclose(float(info[""]["sigma"]), _top_sv(layer.kernel[...]), rtol=1e-5)
+
+
+def test_update_lipschitz_tolerance_mode_not_converged_on_a_flat_spectrum():
+    """40 singular values in [0.99, 1] and 2 vectors (not a full basis): the convergence
+    ratio is ~1, so 3 iterations from a cold start cannot meet atol 1e-5. ``converged``
+    is False, all 3 iterations ran, and the estimate is indeed further than atol below
+    the true norm (a lower bound, as an iterated estimate is)."""
+    sigmas = np.linspace(1.0, 0.99, 40)
+    layer = _dense_with_spectrum(sigmas, n_vectors=2, seed=11)
+    info = update_lipschitz(layer, atol=1e-5, max_iters=3)[""]
+    assert info["sigmas"].shape == (2,)
+    assert not bool(info["converged"]) and int(info["n_iters"]) == 3
+    sigma = float(info["sigma"])
+    assert sigma <= 1.0 + 1e-5 and 1.0 - sigma > 1e-5, sigma
+
+
+def test_update_lipschitz_tolerance_mode_converges_on_a_gapped_spectrum():
+    """The same size, but a gap: 1, 0.3, then 38 values <= 0.1. With 2 vectors the top
+    Ritz value converges at the rate (0.1 / 1)^2 per iteration, so the loop stops well
+    before max_iters with ``converged`` True, and the estimate is within atol of the true
+    norm (float32: the kernel's entries carry ~1e-7 relative rounding)."""
+    sigmas = np.concatenate([[1.0, 0.3], np.linspace(0.1, 0.01, 38)])
+    layer = _dense_with_spectrum(sigmas, n_vectors=2, seed=11)
+    info = update_lipschitz(layer, atol=1e-5, max_iters=50)[""]
+    assert bool(info["converged"]) and int(info["n_iters"]) < 50, info["n_iters"]
+    assert abs(float(info["sigma"]) - _top_sv(layer.kernel[...])) <= 1e-5 + 1e-6
 
 
 def test_update_lipschitz_noop_without_lipschitz_layers():

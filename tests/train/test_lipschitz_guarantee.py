@@ -94,14 +94,20 @@ def _toy_batches(name):
     return lambda s: sample_toy(name, jax.random.fold_in(jax.random.key(0), s), 128)
 
 
-@pytest.mark.parametrize("mode", ["converged", pytest.param("one_iteration", marks=pytest.mark.slow)])
-def test_dense_flow_bound_after_every_step(mode):
+# The default suite runs the first 60 steps of the 200-step runs (the same seeds: a prefix
+# of the same trajectory, checked after every step); -m slow runs all 200.
+STEPS = [60, pytest.param(200, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("mode, steps", [("converged", 60), pytest.param("converged", 200, marks=pytest.mark.slow),
+                                         pytest.param("one_iteration", 200, marks=pytest.mark.slow)])
+def test_dense_flow_bound_after_every_step(mode, steps):
     # The former behaviour: one warm-started vector, one iteration per forward pass.
     old = dict(lipschitz_vectors=1, lipschitz_max_iters=1) if mode == "one_iteration" else {}
     model = dense_residual_flow(2, n_blocks=3, hidden=(64, 64), scan=False, rngs=nnx.Rngs(0), **old)
     model.log_prob(sample_toy("moons", jax.random.key(9), 256), key=jax.random.key(2))  # ActNorm init
     worst, iters = _train_and_check(model, _toy_batches("moons"), lambda m, x, k: -jnp.mean(m.log_prob(x, key=k)),
-                                    lr=1e-2, steps=200)
+                                    lr=1e-2, steps=steps)
     if mode == "converged":
         assert worst <= 1 + SLACK, f"true spectral norm reached {worst:.5f} c"
         assert max(iters) < 100  # warm starts converge well inside the bound on iterations
@@ -190,13 +196,14 @@ def test_norm_operator_conv_bound_after_every_step(certified, monkeypatch):
         assert worst > 1 + SLACK, f"the uncertified iteration stayed within the bound ({worst:.5f} c): the check is weak"
 
 
+@pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("norm", ["fourier", "operator"])
-def test_strided_conv_bound_after_every_step(norm):
+def test_strided_conv_bound_after_every_step(norm, steps):
     """Stride 2 keeps the norm it was asked for (the polyphase Fourier bound, or the
-    certified operator iteration) and the bound: lr 1e-2, 200 steps."""
+    certified operator iteration) and the bound: lr 1e-2, 200 steps (60 in the default suite)."""
     model = _StridedConvNet(norm, rngs=nnx.Rngs(0))
     assert model.conv.norm_method == norm
     worst, _ = _train_and_check(
         model, lambda s: jax.random.normal(jax.random.fold_in(jax.random.key(4), s), (16, 8, 8, 4)),
-        _push_the_norm_up, lr=1e-2, steps=200)
+        _push_the_norm_up, lr=1e-2, steps=steps)
     assert worst <= 1 + SLACK, f"true spectral norm reached {worst:.5f} c"
