@@ -48,7 +48,8 @@ from flax import nnx
 
 from flowjax_res._eager import compiled
 
-__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "Cache", "InverseNotConvergedError", "InverseNotConvergedWarning", "LabelledModel",
+__all__ = ["Bijector", "BijectorLike", "COMPILED_METHODS", "Cache", "InverseNotConvergedError",
+           "InverseNotConvergedWarning", "LabelledModel",
            "converged_per_example", "inverse_with_convergence", "non_convergence_message",
            "report_non_convergence"]
 
