@@ -251,16 +251,19 @@ def time_evaluation(o, n):
     """``evaluate`` (bits/dim, the evaluation estimator) of ``n`` test images in one batch:
     the first call (compilation included) and a second, timed one, extrapolated to 1,000
     images as :func:`time_sampling`."""
+    return _time_evaluate(o["graphdef"], o["state"].params, o["state"].rest, o["data"].test[:n])
+
+
+def _time_evaluate(graphdef, params, rest, data):
     from flowjax_res.train.evaluate import evaluate
 
-    graphdef, state = o["graphdef"], o["state"]
-    data = o["data"].test[:n]
+    n = len(data)
     kw = dict(kind="bpd", batch_size=n)
     t0 = time.perf_counter()
-    evaluate(graphdef, state.params, state.rest, data, jax.random.key(0), **kw)
+    evaluate(graphdef, params, rest, data, jax.random.key(0), **kw)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ev = evaluate(graphdef, state.params, state.rest, data, jax.random.key(1), **kw)
+    ev = evaluate(graphdef, params, rest, data, jax.random.key(1), **kw)
     dt = time.perf_counter() - t0
     return dict(n=n, first_call_s=first, s=dt, s_per_1000=dt * 1000.0 / n, finite=ev["n_nonfinite"] == 0,
                 bpd=ev["bpd"])
@@ -279,20 +282,13 @@ def time_eval_peer_estimator(o, n_eval):
     from flax import nnx
 
     from flowjax_res.layers.residual import ResidualBlock
-    from flowjax_res.train.evaluate import evaluate
     from flowjax_res.train.state import merge_model, split_model
 
     model = merge_model(o["graphdef"], o["state"].params, o["state"].rest)
     for _, block in nnx.iter_graph(model):
         if isinstance(block, ResidualBlock) and block.eval_logdet.estimator == "roulette":
             block.eval_logdet = dataclasses.replace(block.eval_logdet, n_probes=1)
-    graphdef, params, rest = split_model(model)
-    data = o["data"].test[:n_eval]
-    kw = dict(kind="bpd", batch_size=n_eval)
-    evaluate(graphdef, params, rest, data, jax.random.key(0), **kw)  # compile
-    t0 = time.perf_counter()
-    evaluate(graphdef, params, rest, data, jax.random.key(1), **kw)
-    return (time.perf_counter() - t0) * 1000.0 / n_eval
+    return _time_evaluate(*split_model(model), o["data"].test[:n_eval])["s_per_1000"]
 
 
 def peer_args(name, steps, threads, n_sample, n_eval):
